@@ -1,0 +1,110 @@
+// Package gate is the one place an action is decided: it asks a policy
+// engine, applies shadow (monitor) mode and the audit log's health, and
+// writes each action's audit record when the inspector reports the outcome.
+package gate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/clawpatrol/clawpatrol/action"
+	"github.com/clawpatrol/clawpatrol/audit"
+)
+
+// Engine decides one action by policy alone. The Rego engine and the
+// built-in rule both implement it.
+type Engine interface {
+	Decide(ctx context.Context, a *action.Action) action.Decision
+}
+
+// Gate implements action.Gate for one session.
+type Gate struct {
+	Engine  Engine
+	Log     *audit.Log
+	Session string
+	Agent   *action.Agent
+	// Monitor lets every action through, recording what it would have got.
+	Monitor bool
+	Logger  *zap.Logger
+}
+
+// Decide decides a and stamps it with id, time and session.
+func (g *Gate) Decide(ctx context.Context, a *action.Action) action.Decision {
+	g.stamp(a)
+	if err := g.Log.Err(); err != nil {
+		// Fail closed: no traffic flows that the log cannot record.
+		d := action.Denied("audit-log-unwritable", "the audit log cannot be written")
+		d.Error = err.Error()
+		return d
+	}
+	d := g.Engine.Decide(ctx, a)
+	if g.Monitor && d.Verdict != action.Allow {
+		d.Monitor = true
+	}
+	g.Logger.Debug("decision", zap.String("summary", Summary(a)), zap.String("verdict", string(d.Verdict)), zap.String("rule", d.Rule))
+	return d
+}
+
+// stamp gives a its id, time, session and agent, once.
+func (g *Gate) stamp(a *action.Action) {
+	if a.ID != "" {
+		return
+	}
+	a.ID = NewID()
+	a.Time = time.Now().UTC()
+	a.Session = g.Session
+	if a.Agent == nil {
+		a.Agent = g.Agent
+	}
+}
+
+// Finish writes a's audit record. An action refused before any decision
+// (Decide was never called) is stamped here.
+func (g *Gate) Finish(a *action.Action, d action.Decision, o action.Outcome) {
+	g.stamp(a)
+	err := g.Log.Action(audit.ActionRecord{
+		ID:             a.ID,
+		Time:           a.Time.Format(time.RFC3339Nano),
+		Session:        a.Session,
+		Protocol:       a.Protocol,
+		Endpoint:       a.Endpoint,
+		Destination:    a.Destination,
+		Summary:        Summary(a),
+		Decision:       d,
+		Credential:     a.Credential,
+		UpstreamStatus: o.UpstreamStatus,
+		BytesUp:        o.BytesUp,
+		BytesDown:      o.BytesDown,
+		DurationMS:     float64(o.Duration.Microseconds()) / 1000,
+		Error:          o.Error,
+		Input:          a,
+	})
+	if err != nil {
+		g.Logger.Error("audit", zap.Error(err))
+	}
+}
+
+// Summary is the one-line description of an action used in logs and the
+// audit record: "DELETE /repos/x", "select users", "tcp db.internal:5432".
+func Summary(a *action.Action) string {
+	switch {
+	case a.HTTP != nil:
+		return a.HTTP.Method + " " + a.HTTP.Path
+	case a.SQL != nil:
+		return strings.TrimSpace(strings.Join(a.SQL.Verbs, ",") + " " + strings.Join(a.SQL.Tables, ","))
+	case a.K8s != nil:
+		return strings.TrimSpace(fmt.Sprintf("%s %s %s", a.K8s.Verb, a.K8s.Resource, a.K8s.Name))
+	}
+	host := a.Destination.Host
+	if host == "" {
+		host = a.Destination.IP
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return fmt.Sprintf("%s %s:%d", a.Protocol, host, a.Destination.Port)
+}

@@ -1,0 +1,113 @@
+package run
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// setupMounts makes the agent's view of the filesystem: generated files
+// bound over their targets, masked paths hidden. Mounts made in a mount
+// namespace owned by an unprivileged user namespace are locked together and
+// cannot be undone by the agent, which has no capabilities at all.
+func setupMounts(s *Spec) error {
+	// Nothing we mount may propagate back to the host.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	for _, b := range s.Binds {
+		if err := bindFile(b); err != nil {
+			return err
+		}
+	}
+	for _, p := range s.Masks {
+		if err := mask(p); err != nil {
+			return fmt.Errorf("mask %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// bindFile binds b.Source over b.Target read-only. A symlinked target (a
+// resolv.conf pointing at systemd's stub file) is followed by the mount; a
+// dangling one gets its link target created on a fresh tmpfs.
+func bindFile(b Bind) error {
+	target := b.Target
+	if _, err := os.Stat(target); err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("bind %s: %w", target, err)
+		}
+		link, lerr := filepath.EvalSymlinks(filepath.Dir(target))
+		dest, rerr := os.Readlink(target)
+		if lerr != nil || rerr != nil {
+			if b.Optional {
+				return nil
+			}
+			return fmt.Errorf("bind %s: %w", target, err)
+		}
+		if !filepath.IsAbs(dest) {
+			dest = filepath.Join(link, dest)
+		}
+		if err := tmpfsWithFile(dest); err != nil {
+			return fmt.Errorf("bind %s (dangling link to %s): %w", target, dest, err)
+		}
+		target = dest
+	}
+	if err := unix.Mount(b.Source, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", target, err)
+	}
+	return remountReadOnly(target)
+}
+
+// tmpfsWithFile mounts a tmpfs on path's directory (which must exist) and
+// creates path in it, for binding over.
+func tmpfsWithFile(path string) error {
+	dir := filepath.Dir(path)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=64k"); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// remountReadOnly makes a bind mount read-only. A remount in a user
+// namespace must keep the flags the mount was locked with (nosuid, nodev,
+// noexec, atime), or the kernel refuses it with EPERM.
+func remountReadOnly(target string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(target, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", target, err)
+	}
+	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY)
+	flags |= uintptr(st.Flags) & (unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME)
+	if err := unix.Mount("", target, "", flags, ""); err != nil {
+		return fmt.Errorf("remount %s read-only: %w", target, err)
+	}
+	return nil
+}
+
+// mask hides path: an empty read-only tmpfs over a directory, an empty
+// read-only file over anything else (files, sockets). A path that does not
+// exist needs no mask.
+func mask(path string) error {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.IsDir() {
+		return unix.Mount("tmpfs", path, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0555,size=4k")
+	}
+	if err := unix.Mount("/dev/null", path, "", unix.MS_BIND, ""); err != nil {
+		return err
+	}
+	return remountReadOnly(path)
+}

@@ -1,0 +1,102 @@
+package session
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/clawpatrol/clawpatrol/config"
+	"github.com/clawpatrol/clawpatrol/netstack"
+	"github.com/clawpatrol/clawpatrol/run"
+)
+
+// resolverSockets are host resolver daemons reached over unix sockets:
+// left visible, they would resolve names (and leak them) past our DNS.
+var resolverSockets = []string{
+	"/run/systemd/resolve/io.systemd.Resolve",
+	"/run/systemd/resolve/io.systemd.Resolve.Monitor",
+	"/var/run/nscd/socket",
+	"/run/nscd/socket",
+}
+
+// agentSpec builds what the helper sets up: the command, the generated
+// resolver files and the paths hidden from the agent.
+func agentSpec(o Options, dir, cwd, auditPath string) (*run.Spec, error) {
+	files := map[string][]byte{
+		"resolv.conf":   resolvConf(),
+		"nsswitch.conf": nsswitchConf(readOr("/etc/nsswitch.conf", nil)),
+		"hosts":         hostsFile(),
+	}
+	spec := &run.Spec{
+		Command: o.Command,
+		Env:     os.Environ(),
+		Dir:     cwd,
+		TUN:     "tun0",
+		MTU:     netstack.MTU,
+		IP4:     netstack.GuestIP4,
+		IP6:     netstack.GuestIP6,
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, content, 0o644); err != nil {
+			return nil, fmt.Errorf("write %s: %w", p, err)
+		}
+		spec.Binds = append(spec.Binds, run.Bind{Source: p, Target: "/etc/" + name, Optional: name != "resolv.conf"})
+	}
+	spec.Masks = append(spec.Masks, StatePaths(o.Config, auditPath)...)
+	spec.Masks = append(spec.Masks, resolverSockets...)
+	spec.Masks = append(spec.Masks, o.Config.Mask...)
+	return spec, nil
+}
+
+// StatePaths are clawpatrol's own files the agent must not touch: the state,
+// data and runtime directories, the audit log, and the config and policy.
+func StatePaths(cfg *config.Config, auditPath string) []string {
+	paths := []string{
+		filepath.Join(config.XDGDir("XDG_STATE_HOME", ".local/state"), "clawpatrol"),
+		filepath.Join(config.XDGDir("XDG_DATA_HOME", ".local/share"), "clawpatrol"),
+		runtimeRoot(),
+		auditPath,
+	}
+	return paths
+}
+
+func resolvConf() []byte {
+	return fmt.Appendf(nil, "# written by clawpatrol: names are answered by clawpatrol's resolver\nnameserver %s\nnameserver %s\noptions edns0\n",
+		netstack.DNSIP4, netstack.DNSIP6)
+}
+
+// nsswitchConf keeps the host's file but resolves hosts through files and
+// DNS only: systemd-resolved, mdns or nis modules would bypass our resolver.
+func nsswitchConf(host []byte) []byte {
+	var out bytes.Buffer
+	out.WriteString("# written by clawpatrol\n")
+	sc := bufio.NewScanner(bytes.NewReader(host))
+	for sc.Scan() {
+		line := sc.Text()
+		if f := strings.Fields(line); len(f) > 0 && (f[0] == "hosts:" || f[0] == "networks:") {
+			continue
+		}
+		out.WriteString(line + "\n")
+	}
+	out.WriteString("hosts: files dns\nnetworks: files\n")
+	return out.Bytes()
+}
+
+// hostsFile names only the local host: entries of the host's own file would
+// map names past our resolver.
+func hostsFile() []byte {
+	name, _ := os.Hostname()
+	return fmt.Appendf(nil, "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", name)
+}
+
+func readOr(path string, def []byte) []byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return def
+	}
+	return b
+}

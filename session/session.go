@@ -1,0 +1,155 @@
+// Package session runs one `clawpatrol run`: it puts together the config,
+// the policy engine, the audit log, the agent's namespaces, the netstack and
+// the inspectors, and tears them down in order when the agent exits.
+package session
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/clawpatrol/clawpatrol/action"
+	"github.com/clawpatrol/clawpatrol/audit"
+	"github.com/clawpatrol/clawpatrol/config"
+	"github.com/clawpatrol/clawpatrol/gate"
+	"github.com/clawpatrol/clawpatrol/inspect"
+	"github.com/clawpatrol/clawpatrol/inspect/upstream"
+	"github.com/clawpatrol/clawpatrol/netstack"
+	"github.com/clawpatrol/clawpatrol/run"
+)
+
+// Version is the program version, set by main.
+var Version = "dev"
+
+// drain is how long flows get to finish after the agent exits.
+const drain = 2 * time.Second
+
+// Options are the inputs of one run.
+type Options struct {
+	Config    *config.Config
+	Command   []string
+	AuditPath string // overrides audit.path
+	Monitor   bool
+	Engine    gate.Engine // nil: the built-in rule
+	// PolicyDigest identifies the loaded policy in the audit log.
+	PolicyDigest string
+	Logger       *zap.Logger
+}
+
+// Error is a failure of clawpatrol itself (exit 125), with hints for the user.
+type Error struct {
+	Err   error
+	Hints []string
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Run runs the agent under clawpatrol and returns how it ended. An error
+// means the agent never started.
+func Run(o Options) (run.Status, error) {
+	log := o.Logger
+	cfg := o.Config
+	cwd, err := os.Getwd()
+	if err != nil {
+		return run.Status{}, &Error{Err: fmt.Errorf("working directory: %w", err)}
+	}
+	agent, err := run.Spawn(cwd)
+	if err != nil {
+		return run.Status{}, &Error{Err: err, Hints: run.Hints(err)}
+	}
+	started := false
+	defer func() {
+		if !started {
+			agent.Abort()
+		}
+	}()
+	auditPath := o.AuditPath
+	if auditPath == "" {
+		auditPath = cfg.Audit.Path
+	}
+	if auditPath == "" {
+		auditPath = filepath.Join(config.XDGDir("XDG_STATE_HOME", ".local/state"), "clawpatrol", "audit.jsonl")
+	}
+	auditLog, err := audit.Open(auditPath, func(err error) {
+		fmt.Fprintf(os.Stderr, "clawpatrol: error: %v; every further action is denied\n", err)
+	})
+	if err != nil {
+		return run.Status{}, &Error{Err: err, Hints: []string{"pass --audit FILE with a writable path, or set audit.path in the config"}}
+	}
+	defer auditLog.Close()
+
+	id := gate.NewID()
+	dir, err := sessionDir(id)
+	if err != nil {
+		return run.Status{}, &Error{Err: err}
+	}
+	defer os.RemoveAll(dir)
+	spec, err := agentSpec(o, dir, cwd, auditPath)
+	if err != nil {
+		return run.Status{}, &Error{Err: err}
+	}
+	engine := o.Engine
+	if engine == nil {
+		engine = gate.Builtin{DefaultAllow: cfg.Policy.Default == "allow"}
+	}
+	g := &gate.Gate{Engine: engine, Log: auditLog, Session: id, Monitor: o.Monitor, Logger: log,
+		Agent: &action.Agent{Command: o.Command}}
+
+	tun, err := agent.Setup(spec)
+	if err != nil {
+		started = true // Setup already took the helper down
+		return run.Status{}, &Error{Err: err, Hints: run.Hints(err)}
+	}
+	g.Agent.PID = agent.PID()
+	router := &inspect.Router{Config: cfg, Gate: g, Dialer: upstream.NewDialer(), Log: log}
+	stack, err := netstack.New(tun, router, log)
+	if err != nil {
+		return run.Status{}, &Error{Err: err}
+	}
+	if err := auditLog.Start(audit.SessionStart{Session: id, Version: Version, Config: cfg.File, ConfigDigest: cfg.Digest,
+		PolicyDigest: o.PolicyDigest, Command: o.Command, Monitor: o.Monitor}); err != nil {
+		stack.Close(0)
+		return run.Status{}, &Error{Err: err}
+	}
+	started = true
+	if err := agent.Go(); err != nil {
+		agent.Abort()
+		stack.Close(0)
+		return run.Status{}, &Error{Err: fmt.Errorf("start agent: %w", err)}
+	}
+	status := agent.Wait()
+	stack.Close(drain)
+	if err := auditLog.End(id, status.ExitCode()); err != nil {
+		log.Error("audit", zap.Error(err))
+	}
+	return status, nil
+}
+
+// sessionDir makes a private directory for the files the agent's mounts
+// come from. It lives under $XDG_RUNTIME_DIR/clawpatrol (masked inside the
+// agent's namespace), else under the temp dir.
+func sessionDir(id string) (string, error) {
+	root := runtimeRoot()
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return "", fmt.Errorf("session dir: %w", err)
+	}
+	dir := filepath.Join(root, id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("session dir: %w", err)
+	}
+	return dir, nil
+}
+
+// runtimeRoot is clawpatrol's per-user runtime directory.
+func runtimeRoot() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			return filepath.Join(d, "clawpatrol")
+		}
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("clawpatrol-%d", os.Getuid()))
+}
