@@ -47,7 +47,7 @@ func main() {
 		Name:            "clawpatrol",
 		Usage:           "a firewall for AI agents",
 		HideHelpCommand: true,
-		Commands: []*cli.Command{
+		Commands: append([]*cli.Command{
 			runCommand(),
 			doctorCommand(),
 			{
@@ -58,7 +58,7 @@ func main() {
 					return nil
 				},
 			},
-		},
+		}, policyCommands()...),
 		ExitErrHandler: func(*cli.Context, error) {}, // we print errors ourselves
 	}
 	err := app.Run(os.Args)
@@ -186,7 +186,9 @@ func newLogger(level string) (*zap.Logger, error) {
 	enc := zap.NewDevelopmentEncoderConfig()
 	enc.TimeKey, enc.CallerKey, enc.StacktraceKey = "", "", ""
 	enc.NameKey = ""
-	enc.EncodeLevel = func(l zapcore.Level, e zapcore.PrimitiveArrayEncoder) { e.AppendString("clawpatrol: " + l.String() + ":") }
+	enc.EncodeLevel = func(l zapcore.Level, e zapcore.PrimitiveArrayEncoder) {
+		e.AppendString("clawpatrol: " + l.String() + ":")
+	}
 	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), lvl)
 	return zap.New(core), nil
 }
