@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+// demoConfig maps the name svc.test to a local server.
+func demoConfig(addr string) string {
+	return fmt.Sprintf(`
+endpoints:
+  svc:
+    hosts: [svc.test]
+    ports: [80]
+    protocol: tcp
+    upstream: %s
+`, addr)
+}
+
+func TestAllowedServiceThroughMappedName(t *testing.T) {
+	addr, hits := serveHTTP(t)
+	e := newEnv(t)
+	e.config(demoConfig(addr))
+	r := e.sh(`curl -sS --connect-timeout 20 http://svc.test/curl && python3 -c 'import urllib.request; print(urllib.request.urlopen("http://svc.test/python", timeout=20).read().decode(), end="")'`)
+	if r.code != 0 || r.stdout != "hello from /curl\nhello from /python\n" {
+		t.Fatalf("want both requests answered:\n%v", r)
+	}
+	if hits.Load() != 2 {
+		t.Fatalf("server saw %d requests, want 2", hits.Load())
+	}
+	acts := e.actions()
+	if len(acts) != 2 {
+		t.Fatalf("want 2 action records, got %d", len(acts))
+	}
+	for _, a := range acts {
+		if a["endpoint"] != "svc" || a["decision"].(map[string]any)["verdict"] != "allow" {
+			t.Fatalf("want an allowed action to endpoint svc, got %v", a)
+		}
+		if a["bytes_down"].(float64) == 0 {
+			t.Fatalf("want bytes counted, got %v", a)
+		}
+	}
+}
+
+func TestUnmatchedHostIsRefusedNotHung(t *testing.T) {
+	addr, hits := serveHTTP(t)
+	e := newEnv(t)
+	e.config(demoConfig(addr))
+	// A hang would end in curl's timeout (exit 28); a reset is exit 7.
+	r := e.sh(`curl -sS --connect-timeout 20 http://other.test/; echo "curl=$?"`)
+	if !strings.Contains(r.stdout, "curl=7") {
+		t.Fatalf("want connection refused (curl exit 7):\n%v", r)
+	}
+	if hits.Load() != 0 {
+		t.Fatal("the server was reached")
+	}
+	acts := e.actions()
+	if len(acts) != 1 || acts[0]["decision"].(map[string]any)["verdict"] != "deny" ||
+		acts[0]["destination"].(map[string]any)["host"] != "other.test" {
+		t.Fatalf("want one denied action for other.test, got %v", acts)
+	}
+}
+
+func TestAgentCannotReconfigureItsNetwork(t *testing.T) {
+	e := newEnv(t)
+	for _, cmd := range []string{
+		"ip link set tun0 down",
+		"ip route add 192.0.2.0/24 dev tun0",
+		"ip addr add 192.0.2.1/32 dev lo",
+		"unshare -n true",
+		"umount /etc/resolv.conf",
+		"cat /proc/$PPID/environ",
+		"cat /proc/$PPID/maps",
+	} {
+		r := e.sh(cmd)
+		refused := strings.Contains(r.stderr, "not permitted") || strings.Contains(r.stderr, "Permission denied") ||
+			strings.Contains(r.stderr, "must be superuser")
+		if r.code == 0 || !refused {
+			t.Errorf("%q was not refused inside the agent:\n%v", cmd, r)
+		}
+	}
+}
+
+func TestAgentKeepsCallerUID(t *testing.T) {
+	e := newEnv(t)
+	r := e.sh(`id -u; id -g; grep -E '^(CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status`)
+	want := fmt.Sprintf("%d\n%d\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n", agentUID, agentGID)
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("want\n%s\ngot\n%v", want, r)
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	e := newEnv(t)
+	e.write("notexec", "#!/bin/sh\necho hi\n")
+	if err := os.Chmod(e.dir+"/notexec", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"true"}, 0},
+		{[]string{"sh", "-c", "exit 3"}, 3},
+		{[]string{"no-such-command-anywhere"}, 127},
+		{[]string{"./notexec"}, 126},
+	} {
+		if r := e.run(tc.args...); r.code != tc.want {
+			t.Errorf("%v: want exit %d\n%v", tc.args, tc.want, r)
+		}
+	}
+	// Killed by SIGINT: clawpatrol re-raises it, so a shell sees 130.
+	r := e.hostSh(fmt.Sprintf(`%s run --audit %s -- sh -c 'kill -INT $$'; echo "status=$?"`, bin, e.auditPath()))
+	if !strings.Contains(r.stdout, "status=130") {
+		t.Fatalf("want status=130:\n%v", r)
+	}
+}
+
+func TestDNSAnswersEveryNameWithAVirtualIP(t *testing.T) {
+	e := newEnv(t)
+	r := e.sh(`getent ahostsv4 anything.example.org | head -1; getent ahostsv4 ANYTHING.example.org. | head -1; getent hosts other.invalid`)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(lines) != 3 {
+		t.Fatalf("want three answers:\n%v", r)
+	}
+	first, second := strings.Fields(lines[0])[0], strings.Fields(lines[1])[0]
+	if !strings.HasPrefix(first, "198.18.") && !strings.HasPrefix(first, "198.19.") {
+		t.Fatalf("want a virtual IP from 198.18.0.0/15, got %q", first)
+	}
+	if first != second {
+		t.Fatalf("the same name (any case) must keep its address: %q vs %q", first, second)
+	}
+	if strings.Fields(lines[2])[0] == first {
+		t.Fatalf("two names share %s", first)
+	}
+	// Over TCP too (dig +tcp is not installed everywhere; python speaks it).
+	r = e.run("python3", "-c", `
+import socket, struct
+q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x03tcp\x07example\x00" + struct.pack(">HH", 1, 1)
+s = socket.create_connection(("10.0.2.3", 53), timeout=20)
+s.sendall(struct.pack(">H", len(q)) + q)
+n = struct.unpack(">H", s.recv(2))[0]
+a = s.recv(n)
+print(".".join(str(b) for b in a[-4:]))
+`)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "198.1") {
+		t.Fatalf("want a virtual IP over DNS/TCP:\n%v", r)
+	}
+}
