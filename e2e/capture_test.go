@@ -149,3 +149,33 @@ print(".".join(str(b) for b in a[-4:]))
 		t.Fatalf("want a virtual IP over DNS/TCP:\n%v", r)
 	}
 }
+
+// TestUDP: 443 is refused at once (QUIC falls back to TCP without waiting),
+// DNS is answered locally, and other UDP is an action decided by policy.
+func TestUDP(t *testing.T) {
+	e := newEnv(t)
+	r := e.run("python3", "-c", `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(30)
+s.connect(("192.0.2.7", 443))
+s.send(b"quic initial")
+try:
+    s.recv(10)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b"ntp?", ("192.0.2.8", 123))
+`)
+	if r.code != 0 || r.stdout != "refused\n" {
+		t.Fatalf("want UDP/443 refused:\n%v", r)
+	}
+	acts := e.actions()
+	if len(acts) != 1 || acts[0]["protocol"] != "udp" || acts[0]["decision"].(map[string]any)["verdict"] != "deny" {
+		t.Fatalf("want one denied udp action (port 123), got %v", acts)
+	}
+	if d := acts[0]["destination"].(map[string]any); d["port"].(float64) != 123 || d["host"] != "192.0.2.8" {
+		t.Fatalf("destination %v", d)
+	}
+}
