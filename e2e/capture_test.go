@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -178,4 +180,67 @@ u.sendto(b"ntp?", ("192.0.2.8", 123))
 	if d := acts[0]["destination"].(map[string]any); d["port"].(float64) != 123 || d["host"] != "192.0.2.8" {
 		t.Fatalf("destination %v", d)
 	}
+}
+
+// TestLocalAddressesRefused: even an endpoint the policy allows cannot reach
+// the metadata address or the host's own addresses unless it maps them with
+// upstream.
+func TestLocalAddressesRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var hits atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hits.Add(1)
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	own := hostAddress(t)
+	e := newEnv(t)
+	e.config(fmt.Sprintf(`
+endpoints:
+  metadata:
+    hosts: [169.254.169.254]
+    ports: [80]
+    protocol: tcp
+  self:
+    hosts: [%s]
+    ports: [%d]
+    protocol: tcp
+`, own, port))
+	r := e.sh(fmt.Sprintf(`curl -s --connect-timeout 20 http://169.254.169.254/; echo "a=$?"; curl -s --connect-timeout 20 http://%s:%d/; echo "b=$?"`, own, port))
+	if !strings.Contains(r.stdout, "a=7") || !strings.Contains(r.stdout, "b=7") {
+		t.Fatalf("want both refused:\n%v", r)
+	}
+	if hits.Load() != 0 {
+		t.Fatal("the host's own address was reached")
+	}
+	for _, a := range e.actions() {
+		if rule := a["decision"].(map[string]any)["rule"]; rule != "local-address" {
+			t.Errorf("want local-address, got %v for %v", rule, a["summary"])
+		}
+	}
+}
+
+// hostAddress returns one of this host's non-loopback IPv4 addresses.
+func hostAddress(t *testing.T) string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+			return ipn.IP.String()
+		}
+	}
+	t.Fatal("this host has no non-loopback IPv4 address")
+	return ""
 }
