@@ -1,0 +1,91 @@
+package gate
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/clawpatrol/clawpatrol/action"
+	"github.com/clawpatrol/clawpatrol/audit"
+)
+
+func newGate(t *testing.T, path string, e Engine, monitor bool) *Gate {
+	t.Helper()
+	log, err := audit.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	return &Gate{Engine: e, Log: log, Session: "S", Monitor: monitor, Logger: zap.NewNop()}
+}
+
+func tcpAction(endpoint string) *action.Action {
+	return &action.Action{Protocol: action.ProtoTCP, Endpoint: endpoint, TCP: &action.TCP{}, Destination: action.Destination{Host: "h", Port: 1}}
+}
+
+func TestBuiltinAndDefault(t *testing.T) {
+	for _, tc := range []struct {
+		endpoint     string
+		defaultAllow bool
+		want         action.Verdict
+	}{
+		{"svc", false, action.Allow},
+		{"", false, action.Deny},
+		{"", true, action.Allow},
+	} {
+		g := newGate(t, filepath.Join(t.TempDir(), "a.jsonl"), Builtin{DefaultAllow: tc.defaultAllow}, false)
+		if d := g.Decide(context.Background(), tcpAction(tc.endpoint)); d.Verdict != tc.want {
+			t.Errorf("endpoint %q default-allow %v: got %v", tc.endpoint, tc.defaultAllow, d.Verdict)
+		}
+	}
+}
+
+func TestMonitorLetsThroughAndRecordsTheVerdict(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.jsonl")
+	g := newGate(t, path, Builtin{}, true)
+	a := tcpAction("")
+	d := g.Decide(context.Background(), a)
+	if d.Verdict != action.Deny || !d.Monitor || !d.Allowed() {
+		t.Fatalf("monitor: want a deny that is let through, got %+v", d)
+	}
+	g.Finish(a, d, action.Outcome{})
+	f, _ := os.Open(path)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan()
+	var rec map[string]any
+	json.Unmarshal(sc.Bytes(), &rec)
+	dec := rec["decision"].(map[string]any)
+	if dec["verdict"] != "deny" || dec["monitor"] != true || rec["id"] == "" {
+		t.Fatalf("record: %v", rec)
+	}
+}
+
+// An audit log that cannot be written stops the traffic.
+func TestUnwritableAuditLogDenies(t *testing.T) {
+	g := newGate(t, "/dev/full", Builtin{DefaultAllow: true}, true)
+	if err := g.Log.Start(audit.SessionStart{Session: "S"}); err == nil {
+		t.Fatal("writing to /dev/full succeeded")
+	}
+	d := g.Decide(context.Background(), tcpAction("svc"))
+	if d.Verdict != action.Deny || d.Rule != "audit-log-unwritable" || d.Allowed() {
+		t.Fatalf("want a hard deny, got %+v", d)
+	}
+}
+
+func TestIDsAreUniqueAndSorted(t *testing.T) {
+	prev := ""
+	seen := map[string]bool{}
+	for range 1000 {
+		id := NewID()
+		if len(id) != 26 || seen[id] || id < prev[:min(len(prev), 10)] {
+			t.Fatalf("bad id %q after %q", id, prev)
+		}
+		seen[id], prev = true, id
+	}
+}
