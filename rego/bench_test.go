@@ -3,10 +3,12 @@ package rego
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/clawpatrol/clawpatrol/action"
+	"github.com/clawpatrol/clawpatrol/fixtures"
 )
 
 // benchAction is a typical action: an HTTPS read of the GitHub API as an
@@ -62,5 +64,48 @@ func BenchmarkInput(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Input(a)
+	}
+}
+
+// BenchmarkDecideCancellable is BenchmarkDecide with a context that can be
+// cancelled, as a connection's is.
+func BenchmarkDecideCancellable(b *testing.B) {
+	eng, err := Load([]string{"../examples"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	a := benchAction()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.ReportAllocs()
+	for b.Loop() {
+		eng.Decide(ctx, a)
+	}
+}
+
+// BenchmarkDecideExamples decides example fixtures of other protocols.
+func BenchmarkDecideExamples(b *testing.B) {
+	eng, err := Load([]string{"../examples"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{
+		"github/fixtures/graphql-query.json",
+		"slack/fixtures/post-named-channel.json",
+		"postgres/fixtures/select.json",
+		"kubernetes/fixtures/exec.json",
+		"github/fixtures/graphql-truncated.json",
+	} {
+		f, err := fixtures.Read("../examples/" + name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(strings.TrimSuffix(strings.ReplaceAll(name, "/fixtures/", "-"), ".json"), func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				eng.Decide(ctx, f.Action)
+			}
+		})
 	}
 }

@@ -114,7 +114,7 @@ func (e *Engine) Digest() string { return e.digest }
 // that goes wrong denies, with the error text in Decision.Error only.
 func (e *Engine) Decide(ctx context.Context, a *action.Action) action.Decision {
 	b := builder{vocab: e.vocab}
-	d, err := e.decide(ctx, b.action(a, 0, e.need))
+	d, err := e.decide(ctx, b.term(b.action(a, 0, e.need)))
 	if err != nil {
 		return policyError(err)
 	}
@@ -141,7 +141,7 @@ func (e *Engine) Decide(ctx context.Context, a *action.Action) action.Decision {
 		return d
 	}
 	b2 := builder{vocab: e.vocab}
-	d2, err := e.decide(ctx, b2.action(a, h, e.need))
+	d2, err := e.decide(ctx, b2.term(b2.action(a, h, e.need)))
 	if err != nil {
 		return policyError(err)
 	}
@@ -152,16 +152,28 @@ func (e *Engine) Decide(ctx context.Context, a *action.Action) action.Decision {
 }
 
 // decide evaluates the query once for input and resolves the result.
-func (e *Engine) decide(ctx context.Context, input ast.Value) (action.Decision, error) {
+func (e *Engine) decide(ctx context.Context, input *ast.Term) (action.Decision, error) {
 	var sets [3]*ast.Term
 	n := 0
 	cache := getRuleCache()
 	defer putRuleCache(cache)
-	err := topdown.NewQuery(e.query).
+	q := topdown.NewQuery(e.query)
+	if err := ctx.Err(); err != nil {
+		return action.Decision{}, err
+	}
+	if ctx.Done() != nil {
+		// Stop evaluating when the action's context ends (the agent hung
+		// up). A context that can never end costs nothing here.
+		c := topdown.NewCancel()
+		stop := context.AfterFunc(ctx, c.Cancel)
+		defer stop()
+		q = q.WithCancel(c)
+	}
+	err := q.
 		WithCompiler(e.compiler).
 		WithStore(e.store).
 		WithTransaction(e.txn).
-		WithInput(ast.NewTerm(input)).
+		WithInput(input).
 		WithMetrics(metrics.NoOp()).
 		WithVirtualCache(cache).
 		WithBaseCache(noBaseCache{}).

@@ -453,3 +453,16 @@ func TestRuleCache(t *testing.T) {
 		t.Errorf("after pop r1 = %v", v)
 	}
 }
+
+func TestCancelledContextDenies(t *testing.T) {
+	e := load(t, nil, map[string]string{"p.rego": "package clawpatrol\nallow contains \"x\" if input.protocol == \"tcp\"\n"})
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &action.Action{Protocol: "tcp", TCP: &action.TCP{}}
+	if d := e.Decide(ctx, a); d.Verdict != action.Allow {
+		t.Fatalf("live context: %+v", d)
+	}
+	cancel()
+	if d := e.Decide(ctx, a); d.Verdict != action.Deny || d.Rule != "policy-error" {
+		t.Errorf("cancelled context: %+v", d)
+	}
+}

@@ -85,15 +85,14 @@ func readTier(t tier, v *ast.Term, out []entry) ([]entry, error) {
 		}
 		return out, nil
 	case ast.Set:
-		err := x.Iter(func(m *ast.Term) error {
+		for _, m := range x.Slice() {
 			en, err := readEntry(t.name, m)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			out = append(out, en)
-			return nil
-		})
-		return out, err
+		}
+		return out, nil
 	}
 	return nil, fmt.Errorf("data.clawpatrol.%s is %s %v: want a set (%s contains ...) or a boolean", t.name, ast.ValueName(v.Value), v, t.name)
 }
