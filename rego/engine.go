@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -21,6 +22,8 @@ import (
 	"github.com/clawpatrol/clawpatrol/config"
 	"github.com/clawpatrol/clawpatrol/gate"
 )
+
+var _ gate.Engine = (*Engine)(nil)
 
 // Engine decides actions with a compiled policy. It is safe for concurrent
 // use: the policy is compiled and the query prepared once, at Load.
@@ -145,8 +148,10 @@ func (e *Engine) Decide(ctx context.Context, a *action.Action) action.Decision {
 	if err != nil {
 		return policyError(err)
 	}
-	if d2.Verdict != d.Verdict || d2.Rule != d.Rule || !equalStrings(d2.Approvers, d.Approvers) {
-		return action.Denied(rule, reason)
+	if d2.Verdict != d.Verdict || d2.Rule != d.Rule || !slices.Equal(d2.Approvers, d.Approvers) {
+		denied := action.Denied(rule, reason)
+		denied.Error = fmt.Sprintf("with the whole input: %s %s; without the partial facts: %s %s", d.Verdict, d.Rule, d2.Verdict, d2.Rule)
+		return denied
 	}
 	return d
 }
@@ -204,18 +209,6 @@ func policyError(err error) action.Decision {
 	d := action.Denied("policy-error", "the policy could not be evaluated")
 	d.Error = err.Error()
 	return d
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Default decisions come from the gate, so "no rule fired" reads the same
