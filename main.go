@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/clawpatrol/clawpatrol/config"
+	"github.com/clawpatrol/clawpatrol/fixtures"
 	"github.com/clawpatrol/clawpatrol/run"
 	"github.com/clawpatrol/clawpatrol/session"
 )
@@ -102,7 +103,9 @@ func runCommand() *cli.Command {
 		ArgsUsage: "-- COMMAND [ARGS...]",
 		Flags: []cli.Flag{
 			configFlag(),
+			policyFlag(),
 			&cli.StringFlag{Name: "audit", Usage: "audit log `FILE` (JSONL)"},
+			&cli.StringFlag{Name: "record", Usage: "also write every action as a fixture file into `DIR`"},
 			&cli.BoolFlag{Name: "monitor", Usage: "decide and log every action, but never block"},
 			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug|info|warn|error for diagnostics on stderr"},
 		},
@@ -122,9 +125,21 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return fail(125, err, "run `clawpatrol check` to see every problem in the config")
 			}
-			status, err := session.Run(session.Options{
-				Config: cfg, Command: args, AuditPath: c.String("audit"), Monitor: c.Bool("monitor"), Logger: log,
-			})
+			engine, err := engineFor(c, cfg)
+			if err != nil {
+				return fail(125, err, "run `clawpatrol check` to see every problem in the policy")
+			}
+			opts := session.Options{Config: cfg, Command: args, AuditPath: c.String("audit"), Monitor: c.Bool("monitor"),
+				Engine: engine, Logger: log}
+			if d, ok := engine.(interface{ Digest() string }); ok {
+				opts.PolicyDigest = d.Digest()
+			}
+			if dir := c.String("record"); dir != "" {
+				if opts.Recorder, err = fixtures.NewRecorder(dir); err != nil {
+					return fail(125, err)
+				}
+			}
+			status, err := session.Run(opts)
 			if err != nil {
 				var se *session.Error
 				if errors.As(err, &se) {

@@ -29,7 +29,14 @@ type Gate struct {
 	Agent   *action.Agent
 	// Monitor lets every action through, recording what it would have got.
 	Monitor bool
-	Logger  *zap.Logger
+	// Recorder, when set, writes every decided action as a fixture.
+	Recorder Recorder
+	Logger   *zap.Logger
+}
+
+// Recorder writes decided actions as fixtures (run --record).
+type Recorder interface {
+	Record(a *action.Action, d action.Decision) (string, error)
 }
 
 // Decide decides a and stamps it with id, time and session.
@@ -44,6 +51,11 @@ func (g *Gate) Decide(ctx context.Context, a *action.Action) action.Decision {
 	d := g.Engine.Decide(ctx, a)
 	if g.Monitor && d.Verdict != action.Allow {
 		d.Monitor = true
+	}
+	if g.Recorder != nil {
+		if _, err := g.Recorder.Record(a, d); err != nil {
+			g.Logger.Error("record fixture", zap.Error(err))
+		}
 	}
 	g.Logger.Debug("decision", zap.String("summary", Summary(a)), zap.String("verdict", string(d.Verdict)), zap.String("rule", d.Rule))
 	return d

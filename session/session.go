@@ -34,6 +34,7 @@ type Options struct {
 	AuditPath string // overrides audit.path
 	Monitor   bool
 	Engine    gate.Engine // nil: the built-in rule
+	Recorder  gate.Recorder
 	// PolicyDigest identifies the loaded policy in the audit log.
 	PolicyDigest string
 	Logger       *zap.Logger
@@ -96,7 +97,7 @@ func Run(o Options) (run.Status, error) {
 	if engine == nil {
 		engine = gate.Builtin{DefaultAllow: cfg.Policy.Default == "allow"}
 	}
-	g := &gate.Gate{Engine: engine, Log: auditLog, Session: id, Monitor: o.Monitor, Logger: log,
+	g := &gate.Gate{Engine: engine, Log: auditLog, Session: id, Monitor: o.Monitor, Recorder: o.Recorder, Logger: log,
 		Agent: &action.Agent{Command: o.Command}}
 
 	tun, err := agent.Setup(spec)
