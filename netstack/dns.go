@@ -101,13 +101,19 @@ func build(h dnsmessage.Header, q *dnsmessage.Question, answer func(*dnsmessage.
 	return out
 }
 
+// dnsLinger is how long a DNS flow waits for a further query (a resolver
+// often sends A and AAAA on one socket) before it is closed. A later query
+// opens a new flow, so a short linger loses nothing and keeps the number of
+// open flows low when every lookup uses a new socket.
+const dnsLinger = 500 * time.Millisecond
+
 // serveDNSUDP answers queries on one UDP flow to port 53 until it idles.
 func (n *Stack) serveDNSUDP(c *gonet.UDPConn) {
 	defer n.wg.Done()
 	defer c.Close()
 	buf := make([]byte, 4096)
 	for {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		c.SetReadDeadline(time.Now().Add(dnsLinger))
 		k, addr, err := c.ReadFrom(buf)
 		if err != nil {
 			return

@@ -46,6 +46,8 @@ const (
 	maxInFlight = 4096
 	// maxUDPFlows bounds concurrent UDP flows; past it datagrams are refused.
 	maxUDPFlows = 1024
+	// maxDNSFlows bounds concurrent DNS flows.
+	maxDNSFlows = 4096
 )
 
 // Handler receives the agent's flows. Each call runs on its own goroutine
@@ -71,6 +73,7 @@ type Stack struct {
 	mu    sync.Mutex
 	conns map[*Conn]struct{} // open agent-side connections
 	udp   int                // open UDP flows
+	dns   int                // open DNS flows
 }
 
 // New starts the stack on a TUN fd (which it then owns).

@@ -33,10 +33,16 @@ func (n *Stack) forwardUDP(r *udp.ForwarderRequest) bool {
 	if id.LocalPort == 443 || n.ctx.Err() != nil {
 		return false
 	}
+	// DNS flows are short and many (a resolver may use a new socket per
+	// query), so they have their own bound and never crowd out other UDP.
+	count, limit := &n.udp, maxUDPFlows
+	if id.LocalPort == 53 {
+		count, limit = &n.dns, maxDNSFlows
+	}
 	n.mu.Lock()
-	full := n.udp >= maxUDPFlows
+	full := *count >= limit
 	if !full {
-		n.udp++
+		*count++
 	}
 	n.mu.Unlock()
 	if full {
@@ -44,7 +50,7 @@ func (n *Stack) forwardUDP(r *udp.ForwarderRequest) bool {
 	}
 	release := func() {
 		n.mu.Lock()
-		n.udp--
+		*count--
 		n.mu.Unlock()
 	}
 	var wq waiter.Queue
