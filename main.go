@@ -18,7 +18,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/clawpatrol/clawpatrol/config"
-	"github.com/clawpatrol/clawpatrol/fixtures"
 	"github.com/clawpatrol/clawpatrol/run"
 	"github.com/clawpatrol/clawpatrol/session"
 )
@@ -134,11 +133,7 @@ func runCommand() *cli.Command {
 			if d, ok := engine.(interface{ Digest() string }); ok {
 				opts.PolicyDigest = d.Digest()
 			}
-			if dir := c.String("record"); dir != "" {
-				if opts.Recorder, err = fixtures.NewRecorder(dir); err != nil {
-					return fail(125, err)
-				}
-			}
+			opts.RecordDir = c.String("record")
 			status, err := session.Run(opts)
 			if err != nil {
 				var se *session.Error

@@ -5,6 +5,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -124,11 +125,13 @@ func (l *Log) End(session string, exitStatus int) error {
 }
 
 func (l *Log) write(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // "<redacted:x>" stays readable
+	if err := enc.Encode(v); err != nil {
 		return l.fail(fmt.Errorf("audit log: encode: %w", err))
 	}
-	b = append(b, '\n')
+	b := buf.Bytes()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {

@@ -157,6 +157,9 @@ func (s *Store) FileSources() []string {
 
 // FindPlaceholder returns the credential whose placeholder occurs in text.
 func (s *Store) FindPlaceholder(text string) (*Credential, bool) {
+	if s == nil {
+		return nil, false
+	}
 	for _, n := range s.names {
 		if c := s.byName[n]; strings.Contains(text, c.Placeholder) {
 			return c, true

@@ -190,3 +190,40 @@ func TestRedactingReader(t *testing.T) {
 		t.Fatalf("Redact: %q", got)
 	}
 }
+
+func TestRedactAction(t *testing.T) {
+	s := load(t, "credentials:\n  gh: {from: {env: S}}\n", map[string]string{"S": "real-secret-value"})
+	gh, _ := s.Get("gh")
+	a := &action.Action{Protocol: "http", HTTP: &action.HTTP{
+		Method: "POST", Path: "/p/" + gh.Placeholder,
+		Headers: map[string][]string{"authorization": {"Bearer real-secret-value"}, "accept": {"*/*"}},
+		Body:    `{"password":"hunter2","note":"real-secret-value"}`,
+		JSON:    map[string]any{"password": "hunter2", "note": "real-secret-value"},
+	}}
+	for _, mode := range []string{BodiesRedacted, BodiesMetadata, BodiesFull} {
+		r := s.RedactAction(a, mode)
+		if r.HTTP.Headers["authorization"][0] != Redacted || r.HTTP.Headers["accept"][0] != "*/*" {
+			t.Errorf("%s: headers %v", mode, r.HTTP.Headers)
+		}
+		if r.HTTP.Path != "/p/<redacted:gh>" {
+			t.Errorf("%s: path %q", mode, r.HTTP.Path)
+		}
+		switch mode {
+		case BodiesMetadata:
+			if r.HTTP.Body != "" || r.HTTP.JSON != nil {
+				t.Errorf("metadata kept a body: %q", r.HTTP.Body)
+			}
+		case BodiesRedacted:
+			if strings.Contains(r.HTTP.Body, "hunter2") || !strings.Contains(r.HTTP.Body, "<redacted:gh>") {
+				t.Errorf("redacted body %q", r.HTTP.Body)
+			}
+		case BodiesFull:
+			if !strings.Contains(r.HTTP.Body, "hunter2") || strings.Contains(r.HTTP.Body, "real-secret") {
+				t.Errorf("full body %q", r.HTTP.Body)
+			}
+		}
+	}
+	if a.HTTP.Headers["authorization"][0] != "Bearer real-secret-value" {
+		t.Fatal("the live action was changed")
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/clawpatrol/clawpatrol/action"
 	"github.com/clawpatrol/clawpatrol/audit"
+	"github.com/clawpatrol/clawpatrol/creds"
 )
 
 // Engine decides one action by policy alone. The Rego engine and the
@@ -31,7 +32,12 @@ type Gate struct {
 	Monitor bool
 	// Recorder, when set, writes every decided action as a fixture.
 	Recorder Recorder
-	Logger   *zap.Logger
+	// Creds are the session's credentials: placeholders seen going to the
+	// wrong destination are denied, and secrets are redacted from records.
+	Creds *creds.Store
+	// Bodies is audit.bodies: redacted, metadata or full.
+	Bodies string
+	Logger *zap.Logger
 }
 
 // Recorder writes decided actions as fixtures (run --record).
@@ -47,6 +53,11 @@ func (g *Gate) Decide(ctx context.Context, a *action.Action) action.Decision {
 		d := action.Denied("audit-log-unwritable", "the audit log cannot be written")
 		d.Error = err.Error()
 		return d
+	}
+	if c, leak := g.Creds.Leak(a); leak {
+		// Whatever the policy says: the placeholder stands for a secret that
+		// must never reach this destination.
+		return action.Denied("placeholder-leak", "the placeholder of credential "+c.Name+" may only be sent to its own endpoints")
 	}
 	d := g.Engine.Decide(ctx, a)
 	if g.Monitor && d.Verdict != action.Allow {
@@ -78,6 +89,7 @@ func (g *Gate) stamp(a *action.Action) {
 // (Decide was never called) is stamped here.
 func (g *Gate) Finish(a *action.Action, d action.Decision, o action.Outcome) {
 	g.stamp(a)
+	a = g.Creds.RedactAction(a, g.Bodies)
 	err := g.Log.Action(audit.ActionRecord{
 		ID:             a.ID,
 		Time:           a.Time.Format(time.RFC3339Nano),

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/clawpatrol/clawpatrol/config"
+	"github.com/clawpatrol/clawpatrol/creds"
 	"github.com/clawpatrol/clawpatrol/netstack"
 	"github.com/clawpatrol/clawpatrol/run"
 )
@@ -24,15 +25,20 @@ var resolverSockets = []string{
 
 // agentSpec builds what the helper sets up: the command, the generated
 // resolver files and the paths hidden from the agent.
-func agentSpec(o Options, dir, cwd, auditPath string) (*run.Spec, error) {
+func agentSpec(o Options, store *creds.Store, dir, cwd, auditPath string) (*run.Spec, error) {
 	files := map[string][]byte{
 		"resolv.conf":   resolvConf(),
 		"nsswitch.conf": nsswitchConf(readOr("/etc/nsswitch.conf", nil)),
 		"hosts":         hostsFile(),
 	}
+	env, removed := store.AgentEnv(os.Environ(), o.Config.Env.Keep)
+	if len(removed) > 0 {
+		// Before the agent starts: nothing may interleave with its output.
+		fmt.Fprintf(os.Stderr, "clawpatrol: removed from the agent's environment: %s\n", strings.Join(removed, " "))
+	}
 	spec := &run.Spec{
 		Command: o.Command,
-		Env:     os.Environ(),
+		Env:     env,
 		Dir:     cwd,
 		TUN:     "tun0",
 		MTU:     netstack.MTU,
@@ -49,6 +55,7 @@ func agentSpec(o Options, dir, cwd, auditPath string) (*run.Spec, error) {
 	spec.Masks = append(spec.Masks, StatePaths(o.Config, auditPath)...)
 	spec.Masks = append(spec.Masks, resolverSockets...)
 	spec.Masks = append(spec.Masks, o.Config.Mask...)
+	spec.Masks = append(spec.Masks, store.FileSources()...)
 	return spec, nil
 }
 

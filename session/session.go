@@ -4,6 +4,7 @@
 package session
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"github.com/clawpatrol/clawpatrol/action"
 	"github.com/clawpatrol/clawpatrol/audit"
 	"github.com/clawpatrol/clawpatrol/config"
+	"github.com/clawpatrol/clawpatrol/creds"
+	"github.com/clawpatrol/clawpatrol/fixtures"
 	"github.com/clawpatrol/clawpatrol/gate"
 	"github.com/clawpatrol/clawpatrol/inspect"
 	"github.com/clawpatrol/clawpatrol/inspect/upstream"
@@ -34,7 +37,7 @@ type Options struct {
 	AuditPath string // overrides audit.path
 	Monitor   bool
 	Engine    gate.Engine // nil: the built-in rule
-	Recorder  gate.Recorder
+	RecordDir string      // run --record: write every action as a fixture here
 	// PolicyDigest identifies the loaded policy in the audit log.
 	PolicyDigest string
 	Logger       *zap.Logger
@@ -83,13 +86,28 @@ func Run(o Options) (run.Status, error) {
 	}
 	defer auditLog.Close()
 
+	// Secrets are read only now that we are non-dumpable (run.Spawn).
+	store, err := creds.Load(context.Background(), cfg, os.LookupEnv)
+	if err != nil {
+		return run.Status{}, &Error{Err: err, Hints: []string{"every credential's source must give a non-empty secret before the agent starts"}}
+	}
+	var recorder gate.Recorder
+	if o.RecordDir != "" {
+		rec, err := fixtures.NewRecorder(o.RecordDir, store.Secrets()...)
+		if err != nil {
+			return run.Status{}, &Error{Err: err}
+		}
+		rec.Redact = func(a *action.Action) *action.Action { return store.RedactAction(a, creds.BodiesFull) }
+		recorder = rec
+	}
+
 	id := gate.NewID()
 	dir, err := sessionDir(id)
 	if err != nil {
 		return run.Status{}, &Error{Err: err}
 	}
 	defer os.RemoveAll(dir)
-	spec, err := agentSpec(o, dir, cwd, auditPath)
+	spec, err := agentSpec(o, store, dir, cwd, auditPath)
 	if err != nil {
 		return run.Status{}, &Error{Err: err}
 	}
@@ -97,8 +115,8 @@ func Run(o Options) (run.Status, error) {
 	if engine == nil {
 		engine = gate.Builtin{DefaultAllow: cfg.Policy.Default == "allow"}
 	}
-	g := &gate.Gate{Engine: engine, Log: auditLog, Session: id, Monitor: o.Monitor, Recorder: o.Recorder, Logger: log,
-		Agent: &action.Agent{Command: o.Command}}
+	g := &gate.Gate{Engine: engine, Log: auditLog, Session: id, Monitor: o.Monitor, Recorder: recorder, Logger: log,
+		Creds: store, Bodies: cfg.Audit.Bodies, Agent: &action.Agent{Command: o.Command}}
 
 	tun, err := agent.Setup(spec)
 	if err != nil {
