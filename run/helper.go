@@ -35,6 +35,10 @@ type Spec struct {
 	// Masks are paths hidden from the agent: an empty read-only directory
 	// over a directory, an empty read-only file over anything else.
 	Masks []string
+	// Expose are directories that stay visible, read-only, even under a
+	// masked directory: the session's files meant for the agent (the CA
+	// bundle, placeholder files) live under clawpatrol's masked runtime dir.
+	Expose []string
 }
 
 // Bind is one read-only bind mount.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,8 +24,19 @@ func setupMounts(s *Spec) error {
 			return err
 		}
 	}
+	// Open what stays exposed before masks hide the paths: the bind source
+	// is then the open directory, not a path that no longer resolves.
+	exposed := map[string]*os.File{}
+	for _, p := range s.Expose {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("expose %s: %w", p, err)
+		}
+		defer f.Close()
+		exposed[p] = f
+	}
 	for _, p := range s.Masks {
-		if err := mask(p); err != nil {
+		if err := mask(p, exposed); err != nil {
 			return fmt.Errorf("mask %s: %w", p, err)
 		}
 	}
@@ -94,8 +106,9 @@ func remountReadOnly(target string) error {
 
 // mask hides path: an empty read-only tmpfs over a directory, an empty
 // read-only file over anything else (files, sockets). A path that does not
-// exist needs no mask.
-func mask(path string) error {
+// exist needs no mask. Exposed directories under a masked one are bound
+// back, read-only, from their open handles.
+func mask(path string, exposed map[string]*os.File) error {
 	st, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -104,7 +117,26 @@ func mask(path string) error {
 		return err
 	}
 	if st.IsDir() {
-		return unix.Mount("tmpfs", path, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0555,size=4k")
+		const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+		if err := unix.Mount("tmpfs", path, "tmpfs", flags, "mode=0755,size=64k"); err != nil {
+			return err
+		}
+		for p, f := range exposed {
+			rel, err := filepath.Rel(path, p)
+			if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+				continue
+			}
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return fmt.Errorf("expose %s: %w", p, err)
+			}
+			if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), p, "", unix.MS_BIND, ""); err != nil {
+				return fmt.Errorf("expose %s: %w", p, err)
+			}
+			if err := remountReadOnly(p); err != nil {
+				return err
+			}
+		}
+		return unix.Mount("", path, "", unix.MS_REMOUNT|unix.MS_RDONLY|flags, "mode=0555,size=64k")
 	}
 	if err := unix.Mount("/dev/null", path, "", unix.MS_BIND, ""); err != nil {
 		return err
