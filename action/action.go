@@ -90,6 +90,9 @@ type Statement struct {
 	Tables    []string `json:"tables,omitempty"`
 	Functions []string `json:"functions,omitempty"`
 	Text      string   `json:"text"`
+	// Program is set on a statement that runs a program on the database
+	// server (Postgres COPY ... TO/FROM PROGRAM).
+	Program bool `json:"program,omitempty"`
 }
 
 // K8s is a Kubernetes API request, derived the way the API server does.
@@ -149,6 +152,34 @@ type Decision struct {
 	Monitor bool `json:"monitor,omitempty"`
 	// Error is an evaluation error; it goes to the audit log, never to the agent.
 	Error string `json:"error,omitempty"`
+	// Approval says how an approve verdict was settled; nil when none was asked.
+	Approval *Approval `json:"approval,omitempty"`
+}
+
+// Approval is the outcome of asking approvers about one action: the step
+// that settled it (the first refusal, or the last approver to allow) and
+// every step asked, for the audit log.
+type Approval struct {
+	ID       string         `json:"id"`
+	Outcome  Verdict        `json:"outcome"` // allow or deny
+	Approver string         `json:"approver,omitempty"`
+	By       string         `json:"by,omitempty"`  // who decided: a user, a model, a URL
+	Via      string         `json:"via,omitempty"` // where: slack, cli, dashboard, webhook, llm, timeout
+	Reason   string         `json:"reason,omitempty"`
+	WaitedMS float64        `json:"waited_ms"`
+	Reused   bool           `json:"reused,omitempty"` // an identical action's approval was reused
+	Steps    []ApprovalStep `json:"steps,omitempty"`
+}
+
+// ApprovalStep is one approver's answer.
+type ApprovalStep struct {
+	Approver string  `json:"approver"`
+	Type     string  `json:"type,omitempty"`
+	Outcome  Verdict `json:"outcome"`
+	By       string  `json:"by,omitempty"`
+	Via      string  `json:"via,omitempty"`
+	Reason   string  `json:"reason,omitempty"`
+	WaitedMS float64 `json:"waited_ms"`
 }
 
 // Allowed reports whether the action may proceed.

@@ -102,6 +102,9 @@ type Approver struct {
 type Approval struct {
 	Default []string `yaml:"default"`
 	Timeout Duration `yaml:"timeout"`
+	// Reuse lets an identical action approved within this window reuse
+	// that approval; 0 (the default) asks every time.
+	Reuse Duration `yaml:"reuse"`
 }
 
 // Dashboard configures the local web UI.
