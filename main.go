@@ -20,6 +20,7 @@ import (
 	"github.com/clawpatrol/clawpatrol/config"
 	"github.com/clawpatrol/clawpatrol/run"
 	"github.com/clawpatrol/clawpatrol/session"
+	"github.com/clawpatrol/clawpatrol/tlsca"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -49,6 +50,8 @@ func main() {
 		HideHelpCommand: true,
 		Commands: append([]*cli.Command{
 			runCommand(),
+			approveCommand(),
+			caCommand(),
 			doctorCommand(),
 			{
 				Name:  "version",
@@ -106,6 +109,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "audit", Usage: "audit log `FILE` (JSONL)"},
 			&cli.StringFlag{Name: "record", Usage: "also write every action as a fixture file into `DIR`"},
 			&cli.BoolFlag{Name: "monitor", Usage: "decide and log every action, but never block"},
+			&cli.BoolFlag{Name: "non-interactive", Usage: "an action that needs a human approver is denied at once"},
 			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug|info|warn|error for diagnostics on stderr"},
 		},
 		Action: func(c *cli.Context) error {
@@ -129,7 +133,7 @@ func runCommand() *cli.Command {
 				return fail(125, err, "run `clawpatrol check` to see every problem in the policy")
 			}
 			opts := session.Options{Config: cfg, Command: args, AuditPath: c.String("audit"), Monitor: c.Bool("monitor"),
-				Engine: engine, Logger: log}
+				NonInteractive: c.Bool("non-interactive"), Engine: engine, Logger: log}
 			if d, ok := engine.(interface{ Digest() string }); ok {
 				opts.PolicyDigest = d.Digest()
 			}
@@ -144,6 +148,29 @@ func runCommand() *cli.Command {
 			}
 			log.Sync()
 			run.ReRaise(status)
+			return nil
+		},
+	}
+}
+
+func caCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "ca",
+		Usage: "print the path of clawpatrol's CA certificate (or with --pem, the certificate)",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "pem", Usage: "print the certificate in PEM"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fail(2, fmt.Errorf("ca: unexpected argument %q", c.Args().First()), "usage: clawpatrol ca [--pem]")
+			}
+			ca, err := tlsca.Load("")
+			if err != nil {
+				return fail(1, err, tlsca.Hints(err)...)
+			}
+			if c.Bool("pem") {
+				os.Stdout.Write(ca.CertPEM())
+				return nil
+			}
+			fmt.Println(ca.Path())
 			return nil
 		},
 	}

@@ -82,7 +82,7 @@ func (a *Approvals) listen() error {
 	if dir == "" {
 		dir = RuntimeDir()
 	}
-	if err := privateDir(dir); err != nil {
+	if err := PrivateDir(dir); err != nil {
 		return fmt.Errorf("approval socket: %w", err)
 	}
 	a.socketDir = dir
@@ -110,9 +110,9 @@ func (a *Approvals) listen() error {
 	return nil
 }
 
-// privateDir makes dir, or makes sure it is, a 0700 directory of ours: the
+// PrivateDir makes dir, or makes sure it is, a 0700 directory of ours: the
 // temp-dir fallback could have been made by someone else first.
-func privateDir(dir string) error {
+func PrivateDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}

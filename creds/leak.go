@@ -47,25 +47,22 @@ func (s *Store) Leak(a *action.Action) (*Credential, bool) {
 // RedactingReader returns r with every secret and placeholder replaced by
 // <redacted:NAME> as it streams, including across read boundaries: an
 // upstream that echoes the injected secret back does not hand it to the
-// agent. It holds back at most the longest secret's length minus one byte.
+// agent. It holds back only a tail that could be the start of a secret, so
+// a stream of events (SSE) is not delayed.
 func (s *Store) RedactingReader(r io.Reader) io.Reader {
 	if s == nil || len(s.names) == 0 {
 		return r
 	}
-	longest := 0
-	for _, sec := range s.Secrets() {
-		longest = max(longest, len(sec))
-	}
-	return &redactor{src: r, s: s, keep: longest - 1}
+	return &redactor{src: r, s: s, secrets: s.Secrets()}
 }
 
 type redactor struct {
-	src  io.Reader
-	s    *Store
-	keep int
-	in   []byte // read, not yet redacted (a possible secret prefix at the end)
-	out  []byte // redacted, not yet returned
-	err  error
+	src     io.Reader
+	s       *Store
+	secrets []string
+	in      []byte // read, not yet emitted: a possible secret prefix
+	out     []byte // redacted, not yet returned
+	err     error
 }
 
 func (r *redactor) Read(p []byte) (int, error) {
@@ -79,22 +76,31 @@ func (r *redactor) Read(p []byte) (int, error) {
 		}
 		buf := make([]byte, 32<<10)
 		n, err := r.src.Read(buf)
-		r.in = append(r.in, buf[:n]...)
 		r.err = err
-		red := []byte(r.s.Redact(string(r.in)))
-		if err != nil || len(red) <= r.keep {
-			if err != nil {
-				r.out, r.in = red, nil
-			}
+		if n == 0 {
 			continue
 		}
-		// Emit all but the tail that could start a secret split by the
-		// next read; the tail is already redacted text, so keep it as is.
-		cut := len(red) - r.keep
-		r.out = append(r.out, red[:cut]...)
-		r.in = bytes.Clone(red[cut:])
+		red := []byte(r.s.Redact(string(append(r.in, buf[:n]...))))
+		hold := r.partial(red)
+		r.out = red[:len(red)-hold]
+		r.in = bytes.Clone(red[len(red)-hold:])
 	}
 	n := copy(p, r.out)
 	r.out = r.out[n:]
 	return n, nil
+}
+
+// partial returns the length of the longest tail of b that is a proper
+// prefix of a secret: it may be completed by the next read.
+func (r *redactor) partial(b []byte) int {
+	best := 0
+	for _, sec := range r.secrets {
+		for k := min(len(sec)-1, len(b)); k > best; k-- {
+			if bytes.HasSuffix(b, []byte(sec[:k])) {
+				best = k
+				break
+			}
+		}
+	}
+	return best
 }

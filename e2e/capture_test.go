@@ -46,22 +46,38 @@ func TestAllowedServiceThroughMappedName(t *testing.T) {
 	}
 }
 
+// TestUnmatchedHostIsRefusedNotHung: an HTTP request to a host no rule
+// allows gets clawpatrol's 403 at once; another protocol is cut off; neither
+// reaches anything.
 func TestUnmatchedHostIsRefusedNotHung(t *testing.T) {
 	addr, hits := serveHTTP(t)
 	e := newEnv(t)
 	e.config(demoConfig(addr))
-	// A hang would end in curl's timeout (exit 28); a reset is exit 7.
-	r := e.sh(`curl -sS --connect-timeout 20 http://other.test/; echo "curl=$?"`)
-	if !strings.Contains(r.stdout, "curl=7") {
-		t.Fatalf("want connection refused (curl exit 7):\n%v", r)
+	r := e.sh(`curl -s -D - --connect-timeout 20 -m 30 http://other.test/; echo "curl=$?"`)
+	if !strings.Contains(r.stdout, "HTTP/1.1 403") || !strings.Contains(r.stdout, "X-Clawpatrol-Rule: policy.default") || !strings.Contains(r.stdout, "curl=0") {
+		t.Fatalf("want a 403 naming the rule:\n%v", r)
+	}
+	// A binary protocol (the client speaks first): the connection is closed.
+	r = e.run("python3", "-c", `
+import socket
+s = socket.create_connection(("other.test", 9999), timeout=30)
+s.sendall(b"\x00\x01binary hello")
+print("got %r" % s.recv(100))
+`)
+	if r.code != 0 || r.stdout != "got b''\n" {
+		t.Fatalf("want the connection closed with nothing sent back:\n%v", r)
 	}
 	if hits.Load() != 0 {
 		t.Fatal("the server was reached")
 	}
 	acts := e.actions()
-	if len(acts) != 1 || acts[0]["decision"].(map[string]any)["verdict"] != "deny" ||
-		acts[0]["destination"].(map[string]any)["host"] != "other.test" {
-		t.Fatalf("want one denied action for other.test, got %v", acts)
+	if len(acts) != 2 || acts[0]["protocol"] != "http" || acts[1]["protocol"] != "tcp" {
+		t.Fatalf("want one http and one tcp action, got %v", acts)
+	}
+	for _, a := range acts {
+		if a["decision"].(map[string]any)["verdict"] != "deny" || a["destination"].(map[string]any)["host"] != "other.test" {
+			t.Fatalf("want denied actions for other.test, got %v", a)
+		}
 	}
 }
 

@@ -37,7 +37,14 @@ type Gate struct {
 	Creds *creds.Store
 	// Bodies is audit.bodies: redacted, metadata or full.
 	Bodies string
+	// Approvals settle approve decisions; nil denies them.
+	Approvals Approvals
 	Logger *zap.Logger
+}
+
+// Approvals asks an approve decision's approvers and returns allow or deny.
+type Approvals interface {
+	Decide(ctx context.Context, a *action.Action, d action.Decision) action.Decision
 }
 
 // Recorder writes decided actions as fixtures (run --record).
@@ -64,8 +71,17 @@ func (g *Gate) Decide(ctx context.Context, a *action.Action) action.Decision {
 		d.Monitor = true
 	}
 	if g.Recorder != nil {
+		// Before approvals: the fixture expects what the policy said.
 		if _, err := g.Recorder.Record(a, d); err != nil {
 			g.Logger.Error("record fixture", zap.Error(err))
+		}
+	}
+	if d.Verdict == action.Approve && !d.Monitor {
+		// Shadow mode pages nobody: the would-be approval is only logged.
+		if g.Approvals == nil {
+			d.Verdict = action.Deny
+		} else {
+			d = g.Approvals.Decide(ctx, a, d)
 		}
 	}
 	g.Logger.Debug("decision", zap.String("summary", Summary(a)), zap.String("verdict", string(d.Verdict)), zap.String("rule", d.Rule))

@@ -6,36 +6,101 @@ package inspect
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
 	"net/netip"
+	"slices"
 
 	"go.uber.org/zap"
 
 	"github.com/clawpatrol/clawpatrol/action"
 	"github.com/clawpatrol/clawpatrol/config"
+	"github.com/clawpatrol/clawpatrol/creds"
+	inspecthttp "github.com/clawpatrol/clawpatrol/inspect/http"
 	"github.com/clawpatrol/clawpatrol/inspect/tcp"
 	"github.com/clawpatrol/clawpatrol/inspect/udp"
 	"github.com/clawpatrol/clawpatrol/inspect/upstream"
 	"github.com/clawpatrol/clawpatrol/netstack"
+	"github.com/clawpatrol/clawpatrol/tlsca"
 )
+
+// serverFirstPorts carry protocols where the server speaks first (SSH,
+// SMTP, MySQL, ...): sniffing them would wait for bytes that never come, so
+// they are decided as opaque TCP straight away.
+var serverFirstPorts = []int{21, 22, 23, 25, 110, 143, 465, 587, 993, 995, 3306, 5900}
 
 // Router implements netstack.Handler.
 type Router struct {
-	Config *config.Config
-	Gate   action.Gate
-	Dialer *upstream.Dialer
-	Log    *zap.Logger
+	cfg    *config.Config
+	gate   action.Gate
+	dialer *upstream.Dialer
+	ca     *tlsca.CA
+	creds  *creds.Store
+	log    *zap.Logger
+	// roots verify each endpoint's upstream (system roots + upstream_ca);
+	// the "" entry is for flows to no endpoint.
+	roots map[string]*x509.CertPool
 }
 
 var _ netstack.Handler = (*Router)(nil)
+
+// NewRouter builds the router of one session.
+func NewRouter(cfg *config.Config, gate action.Gate, dialer *upstream.Dialer, ca *tlsca.CA, store *creds.Store, log *zap.Logger) (*Router, error) {
+	r := &Router{cfg: cfg, gate: gate, dialer: dialer, ca: ca, creds: store, log: log, roots: map[string]*x509.CertPool{}}
+	sys, err := tlsca.UpstreamRoots()
+	if err != nil {
+		return nil, fmt.Errorf("system roots: %w", err)
+	}
+	r.roots[""] = sys
+	for _, name := range cfg.EndpointNames() {
+		e := cfg.Endpoints[name]
+		if e.UpstreamCA == "" {
+			r.roots[name] = sys
+			continue
+		}
+		pool, err := tlsca.UpstreamRoots(e.UpstreamCA)
+		if err != nil {
+			return nil, fmt.Errorf("endpoints.%s.upstream_ca: %w", name, err)
+		}
+		r.roots[name] = pool
+	}
+	return r, nil
+}
 
 // HandleTCP routes one TCP flow.
 func (r *Router) HandleTCP(ctx context.Context, f *netstack.TCPFlow) {
 	t, known := r.target(f.Dst, true)
 	if !known {
-		r.deny(f, t, unknownVirtual(t))
+		f.Reject()
+		r.gate.Finish(tcp.NewAction(t), unknownVirtual(t), action.Outcome{})
 		return
 	}
-	tcp.Handle(ctx, f, t, r.Gate, r.Dialer)
+	protocol := ""
+	if t.Endpoint != nil {
+		protocol = t.Endpoint.Protocol
+	}
+	if protocol == "tcp" || (t.Endpoint == nil && slices.Contains(serverFirstPorts, t.Port)) {
+		tcp.Handle(ctx, f, t, r.gate, r.dialer)
+		return
+	}
+	c, err := f.Accept()
+	if err != nil {
+		return
+	}
+	hello, conn, err := inspecthttp.Sniff(c, inspecthttp.SniffTimeout)
+	if err != nil {
+		c.Close()
+		return
+	}
+	opts := r.httpOptions(t)
+	switch {
+	case hello.Kind == inspecthttp.TLS && r.cfg.IsPassthrough(t.Host):
+		inspecthttp.HandlePassthrough(ctx, conn, t, hello, opts)
+	case hello.Kind == inspecthttp.TLS, hello.Kind == inspecthttp.HTTP:
+		inspecthttp.Handle(ctx, conn, t, hello, opts)
+	default:
+		tcp.Relay(ctx, conn, t, r.gate, r.dialer)
+	}
 }
 
 // HandleUDP routes one UDP flow.
@@ -44,7 +109,7 @@ func (r *Router) HandleUDP(ctx context.Context, f *netstack.UDPFlow) {
 	if !known {
 		return // nothing was resolved to this address: drop
 	}
-	udp.Handle(ctx, f, t, r.Gate, r.Dialer)
+	udp.Handle(ctx, f, t, r.gate, r.dialer)
 }
 
 // target turns a flow's destination into the verified target, matching
@@ -60,17 +125,11 @@ func (r *Router) target(d netstack.Destination, matchEndpoint bool) (upstream.Ta
 		if d.Virtual() {
 			ip = netip.Addr{} // a virtual IP says nothing about CIDR endpoints
 		}
-		t.Endpoint = r.Config.Match(d.Host, ip, d.Port)
+		t.Endpoint = r.cfg.Match(d.Host, ip, d.Port)
 	}
 	return t, true
 }
 
 func unknownVirtual(t upstream.Target) action.Decision {
 	return action.Denied("unknown-address", "no name was resolved to "+t.IP.String()+" in this session")
-}
-
-// deny refuses a flow before any inspector saw it, with an audit record.
-func (r *Router) deny(f *netstack.TCPFlow, t upstream.Target, d action.Decision) {
-	f.Reject()
-	r.Gate.Finish(tcp.NewAction(t), d, action.Outcome{})
 }

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/clawpatrol/clawpatrol/approve"
 	"github.com/clawpatrol/clawpatrol/config"
 	"github.com/clawpatrol/clawpatrol/creds"
 	"github.com/clawpatrol/clawpatrol/netstack"
 	"github.com/clawpatrol/clawpatrol/run"
+	"github.com/clawpatrol/clawpatrol/tlsca"
 )
 
 // resolverSockets are host resolver daemons reached over unix sockets:
@@ -25,7 +28,7 @@ var resolverSockets = []string{
 
 // agentSpec builds what the helper sets up: the command, the generated
 // resolver files and the paths hidden from the agent.
-func agentSpec(o Options, store *creds.Store, dir, cwd, auditPath string) (*run.Spec, error) {
+func agentSpec(o Options, store *creds.Store, ca *tlsca.CA, dir, cwd, auditPath string) (*run.Spec, error) {
 	files := map[string][]byte{
 		"resolv.conf":   resolvConf(),
 		"nsswitch.conf": nsswitchConf(readOr("/etc/nsswitch.conf", nil)),
@@ -52,6 +55,9 @@ func agentSpec(o Options, store *creds.Store, dir, cwd, auditPath string) (*run.
 		}
 		spec.Binds = append(spec.Binds, run.Bind{Source: p, Target: "/etc/" + name, Optional: name != "resolv.conf"})
 	}
+	if err := trustBundle(spec, ca, filepath.Join(dir, "agent")); err != nil {
+		return nil, err
+	}
 	spec.Masks = append(spec.Masks, StatePaths(o.Config, auditPath)...)
 	spec.Masks = append(spec.Masks, resolverSockets...)
 	spec.Masks = append(spec.Masks, o.Config.Mask...)
@@ -65,7 +71,7 @@ func StatePaths(cfg *config.Config, auditPath string) []string {
 	paths := []string{
 		filepath.Join(config.XDGDir("XDG_STATE_HOME", ".local/state"), "clawpatrol"),
 		filepath.Join(config.XDGDir("XDG_DATA_HOME", ".local/share"), "clawpatrol"),
-		runtimeRoot(),
+		approve.RuntimeDir(),
 		auditPath,
 	}
 	return paths
@@ -106,4 +112,47 @@ func readOr(path string, def []byte) []byte {
 		return def
 	}
 	return b
+}
+
+// caVariables point tools at a CA bundle (SPEC §6). SSL_CERT_DIR names a
+// directory; every other one a file.
+var caVariables = []string{"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+	"GIT_SSL_CAINFO", "PIP_CERT", "AWS_CA_BUNDLE", "CARGO_HTTP_CAINFO", "DENO_CERT", "npm_config_cafile"}
+
+// trustBundle writes the agent's CA bundle — the system roots, the roots the
+// caller already trusted through the CA variables, and clawpatrol's CA —
+// into the agent's directory, points the CA variables at it, and binds it
+// over the distribution's bundle paths, so tools that ignore the variables
+// trust it too. Only the agent's mount namespace sees any of this.
+func trustBundle(spec *run.Spec, ca *tlsca.CA, agentDir string) error {
+	var extra []string
+	for _, v := range append(caVariables, "SSL_CERT_DIR") {
+		if p := os.Getenv(v); p != "" {
+			extra = append(extra, p)
+		}
+	}
+	pem, err := ca.Bundle(extra...)
+	if err != nil {
+		return fmt.Errorf("CA bundle: %w", err)
+	}
+	bundle := filepath.Join(agentDir, "ca-bundle.pem")
+	if err := os.WriteFile(bundle, pem, 0o644); err != nil {
+		return fmt.Errorf("CA bundle: %w", err)
+	}
+	for _, f := range tlsca.SystemBundleFiles {
+		spec.Binds = append(spec.Binds, run.Bind{Source: bundle, Target: f, Optional: true})
+	}
+	spec.Expose = append(spec.Expose, agentDir)
+	env := spec.Env[:0]
+	for _, kv := range spec.Env {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != "SSL_CERT_DIR" && !slices.Contains(caVariables, name) {
+			env = append(env, kv)
+		}
+	}
+	for _, v := range caVariables {
+		env = append(env, v+"="+bundle)
+	}
+	spec.Env = append(env, "SSL_CERT_DIR="+agentDir)
+	return nil
 }

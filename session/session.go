@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/clawpatrol/clawpatrol/action"
+	"github.com/clawpatrol/clawpatrol/approve"
 	"github.com/clawpatrol/clawpatrol/audit"
 	"github.com/clawpatrol/clawpatrol/config"
 	"github.com/clawpatrol/clawpatrol/creds"
@@ -22,6 +23,7 @@ import (
 	"github.com/clawpatrol/clawpatrol/inspect/upstream"
 	"github.com/clawpatrol/clawpatrol/netstack"
 	"github.com/clawpatrol/clawpatrol/run"
+	"github.com/clawpatrol/clawpatrol/tlsca"
 )
 
 // Version is the program version, set by main.
@@ -36,6 +38,8 @@ type Options struct {
 	Command   []string
 	AuditPath string // overrides audit.path
 	Monitor   bool
+	// NonInteractive denies at once an action that needs a human approver.
+	NonInteractive bool
 	Engine    gate.Engine // nil: the built-in rule
 	RecordDir string      // run --record: write every action as a fixture here
 	// PolicyDigest identifies the loaded policy in the audit log.
@@ -101,22 +105,42 @@ func Run(o Options) (run.Status, error) {
 		recorder = rec
 	}
 
+	ca, err := tlsca.Load("")
+	if err != nil {
+		return run.Status{}, &Error{Err: err, Hints: tlsca.Hints(err)}
+	}
+
 	id := gate.NewID()
 	dir, err := sessionDir(id)
 	if err != nil {
 		return run.Status{}, &Error{Err: err}
 	}
 	defer os.RemoveAll(dir)
-	spec, err := agentSpec(o, store, dir, cwd, auditPath)
+	spec, err := agentSpec(o, store, ca, dir, cwd, auditPath)
 	if err != nil {
 		return run.Status{}, &Error{Err: err}
 	}
+	redact := func(a *action.Action) *action.Action { return store.RedactAction(a, cfg.Audit.Bodies) }
+	approvals, err := approve.New(cfg, approve.Options{
+		Session: id, NonInteractive: o.NonInteractive, Logger: log, Redact: redact, Summary: gate.Summary,
+		Secret: func(name string) (string, error) {
+			c, ok := store.Get(name)
+			if !ok {
+				return "", fmt.Errorf("no credential named %q", name)
+			}
+			return c.Secret, nil
+		},
+	})
+	if err != nil {
+		return run.Status{}, &Error{Err: err}
+	}
+	defer approvals.Close()
 	engine := o.Engine
 	if engine == nil {
 		engine = gate.Builtin{DefaultAllow: cfg.Policy.Default == "allow"}
 	}
 	g := &gate.Gate{Engine: engine, Log: auditLog, Session: id, Monitor: o.Monitor, Recorder: recorder, Logger: log,
-		Creds: store, Bodies: cfg.Audit.Bodies, Agent: &action.Agent{Command: o.Command}}
+		Creds: store, Bodies: cfg.Audit.Bodies, Approvals: approvals, Agent: &action.Agent{Command: o.Command}}
 
 	tun, err := agent.Setup(spec)
 	if err != nil {
@@ -124,7 +148,10 @@ func Run(o Options) (run.Status, error) {
 		return run.Status{}, &Error{Err: err, Hints: run.Hints(err)}
 	}
 	g.Agent.PID = agent.PID()
-	router := &inspect.Router{Config: cfg, Gate: g, Dialer: upstream.NewDialer(), Log: log}
+	router, err := inspect.NewRouter(cfg, g, upstream.NewDialer(), ca, store, log)
+	if err != nil {
+		return run.Status{}, &Error{Err: err}
+	}
 	stack, err := netstack.New(tun, router, log)
 	if err != nil {
 		return run.Status{}, &Error{Err: err}
@@ -149,26 +176,19 @@ func Run(o Options) (run.Status, error) {
 }
 
 // sessionDir makes a private directory for the files the agent's mounts
-// come from. It lives under $XDG_RUNTIME_DIR/clawpatrol (masked inside the
-// agent's namespace), else under the temp dir.
+// come from, under clawpatrol's runtime directory (masked inside the agent's
+// namespace). Its agent/ subdirectory stays visible to the agent, read-only.
 func sessionDir(id string) (string, error) {
-	root := runtimeRoot()
-	if err := os.MkdirAll(root, 0o700); err != nil {
+	root := approve.RuntimeDir()
+	if err := approve.PrivateDir(root); err != nil {
 		return "", fmt.Errorf("session dir: %w", err)
 	}
 	dir := filepath.Join(root, id)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", fmt.Errorf("session dir: %w", err)
 	}
-	return dir, nil
-}
-
-// runtimeRoot is clawpatrol's per-user runtime directory.
-func runtimeRoot() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
-		if st, err := os.Stat(d); err == nil && st.IsDir() {
-			return filepath.Join(d, "clawpatrol")
-		}
+	if err := os.Mkdir(filepath.Join(dir, "agent"), 0o755); err != nil {
+		return "", fmt.Errorf("session dir: %w", err)
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("clawpatrol-%d", os.Getuid()))
+	return dir, nil
 }

@@ -59,6 +59,10 @@ type Options struct {
 	// request about to go upstream; credentials are spliced in here. An
 	// error denies the request (rule "credential").
 	Inject func(a *action.Action, req *nethttp.Request) error
+	// Response, when set, is called with each upstream response before it
+	// is relayed; it may replace the body (redacting an echoed secret) and
+	// must then drop Content-Length.
+	Response func(a *action.Action, resp *nethttp.Response)
 }
 
 func (o Options) withDefaults() Options {

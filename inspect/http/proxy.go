@@ -116,6 +116,9 @@ func (f *flow) forward(w nethttp.ResponseWriter, r *nethttp.Request, a *action.A
 	}
 	defer resp.Body.Close()
 	out.UpstreamStatus = resp.StatusCode
+	if f.opts.Response != nil && resp.StatusCode != nethttp.StatusSwitchingProtocols {
+		f.opts.Response(a, resp)
+	}
 	if ip := f.getDestIP(); ip != "" {
 		a.Destination.IP = ip
 	}

@@ -6,6 +6,7 @@ package tcp
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"time"
 
@@ -64,5 +65,45 @@ func Handle(ctx context.Context, f *netstack.TCPFlow, t upstream.Target, gate ac
 		return
 	}
 	sent, recv := c.Splice(up.(*net.TCPConn))
+	gate.Finish(a, d, action.Outcome{BytesUp: sent, BytesDown: recv, Duration: time.Since(start)})
+}
+
+// Relay decides an accepted flow that turned out not to be HTTP or TLS
+// (its first bytes, which conn replays, were sniffed): allowed, it is
+// relayed to the upstream; denied, it is closed.
+func Relay(ctx context.Context, conn net.Conn, t upstream.Target, gate action.Gate, dialer *upstream.Dialer) {
+	defer conn.Close()
+	a := NewAction(t)
+	d := gate.Decide(ctx, a)
+	if !d.Allowed() {
+		gate.Finish(a, d, action.Outcome{})
+		return
+	}
+	start := time.Now()
+	up, err := dialer.Dial(ctx, "tcp", t)
+	if err != nil {
+		var local *upstream.LocalError
+		if errors.As(err, &local) {
+			d = action.Denied("local-address", err.Error())
+		}
+		gate.Finish(a, d, action.Outcome{Error: err.Error(), Duration: time.Since(start)})
+		return
+	}
+	defer up.Close()
+	if ip, ok := up.RemoteAddr().(*net.TCPAddr); ok {
+		a.Destination.IP = ip.IP.String()
+	}
+	var sent, recv int64
+	done := make(chan struct{})
+	go func() {
+		recv, _ = io.Copy(conn, up)
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		close(done)
+	}()
+	sent, _ = io.Copy(up, conn)
+	up.(*net.TCPConn).CloseWrite()
+	<-done
 	gate.Finish(a, d, action.Outcome{BytesUp: sent, BytesDown: recv, Duration: time.Since(start)})
 }
