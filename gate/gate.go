@@ -39,7 +39,7 @@ type Gate struct {
 	Bodies string
 	// Approvals settle approve decisions; nil denies them.
 	Approvals Approvals
-	Logger *zap.Logger
+	Logger    *zap.Logger
 }
 
 // Approvals asks an approve decision's approvers and returns allow or deny.

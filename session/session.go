@@ -40,8 +40,8 @@ type Options struct {
 	Monitor   bool
 	// NonInteractive denies at once an action that needs a human approver.
 	NonInteractive bool
-	Engine    gate.Engine // nil: the built-in rule
-	RecordDir string      // run --record: write every action as a fixture here
+	Engine         gate.Engine // nil: the built-in rule
+	RecordDir      string      // run --record: write every action as a fixture here
 	// PolicyDigest identifies the loaded policy in the audit log.
 	PolicyDigest string
 	Logger       *zap.Logger
