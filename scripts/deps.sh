@@ -6,23 +6,43 @@
 set -euo pipefail
 what=${1:-test}
 
-# command -> Debian package
+# what must exist (a command, or python:MODULE) -> Debian package
 declare -A need=(
 	[curl]=curl
 	[/usr/bin/python3]=python3
 	[ip]=iproute2
 	[unshare]=util-linux
+	[setpriv]=util-linux
 	[git]=git
 	[script]=bsdutils
+	[/usr/lib/git-core/git-http-backend]=git
+	[/usr/lib/postgresql/15/bin/initdb]=postgresql
+	[psql]=postgresql-client
+	[/usr/lib/postgresql/15/bin/pgbench]=postgresql
+	[python:psycopg2]=python3-psycopg2
+	[/usr/sbin/mariadbd]=mariadb-server
+	[mariadb]=mariadb-client
+	[clickhouse-server]=clickhouse-server
+	[clickhouse-client]=clickhouse-client
+	[kubectl]=kubectl
+	[chromium]=chromium
+	[node]=nodejs
+	[npm]=npm
 )
 if [ "$what" = bench ]; then
 	need[iperf3]=iperf3
 	need[hyperfine]=hyperfine
 fi
 
+have() {
+	case "$1" in
+	python:*) /usr/bin/python3 -c "import ${1#python:}" >/dev/null 2>&1 ;;
+	*) command -v "$1" >/dev/null 2>&1 ;;
+	esac
+}
 missing=()
-for cmd in "${!need[@]}"; do
-	command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+for want in "${!need[@]}"; do
+	have "$want" || missing+=("${need[$want]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
 	pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
