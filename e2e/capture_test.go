@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -259,4 +260,22 @@ func hostAddress(t *testing.T) string {
 	}
 	t.Fatal("this host has no non-loopback IPv4 address")
 	return ""
+}
+
+// TestRunsAsTheCallersOwnUser runs clawpatrol as the test process's own
+// user — root in CI — where the other tests use an ordinary user: the agent
+// keeps that uid and still has no capabilities at all.
+func TestRunsAsTheCallersOwnUser(t *testing.T) {
+	addr, hits := serveHTTP(t)
+	e := newEnv(t)
+	e.config(demoConfig(addr))
+	cmd := exec.Command(bin, "run", "-c", e.cfg, "--audit", e.auditPath(), "--", "sh", "-c",
+		`id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; curl -sS --connect-timeout 20 http://svc.test/self; ip link set tun0 down 2>/dev/null || echo "ip refused"`)
+	cmd.Dir = e.dir
+	cmd.Env = []string{"PATH=" + agentPath, "HOME=" + e.home, "XDG_STATE_HOME=" + e.home + "/state", "XDG_DATA_HOME=" + e.home + "/data"}
+	r := e.exec(cmd)
+	want := fmt.Sprintf("%d\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nNoNewPrivs:\t1\nhello from /self\nip refused\n", os.Getuid())
+	if r.code != 0 || r.stdout != want || hits.Load() != 1 {
+		t.Fatalf("want\n%s\ngot\n%v", want, r)
+	}
 }

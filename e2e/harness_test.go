@@ -77,6 +77,7 @@ func newEnv(t *testing.T) *env {
 	home := filepath.Join(dir, "home")
 	for _, d := range []string{dir, home} {
 		os.MkdirAll(d, 0o755)
+		os.Chmod(d, 0o755)
 		if err := os.Chown(d, agentUID, agentGID); err != nil {
 			t.Fatal(err)
 		}

@@ -79,9 +79,11 @@ func Hints(err error) []string {
 	switch {
 	case strings.Contains(msg, "open /dev/net/tun"):
 		hints = tunHints()
-	case errors.As(err, &nsErr):
+	case errors.As(err, &nsErr) && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EUSERS)):
 		hints = append(hints, "this host refuses unprivileged user namespaces; run `clawpatrol doctor` for the cause")
 		hints = append(hints, userNamespaceHints()...)
+	case strings.Contains(msg, "enter the working directory"):
+		hints = append(hints, "run clawpatrol from a directory your user can enter; root's override of permissions does not reach files of other users inside the agent's namespace")
 	case strings.Contains(msg, "operation not permitted") || strings.Contains(msg, "permission denied"):
 		hints = append(hints, userNamespaceHints()...)
 	}

@@ -146,9 +146,13 @@ func setup(s *Spec) (int, error) {
 		return -1, err
 	}
 	if s.Dir != "" {
-		// Re-enter the working directory: a mask may have changed what the
-		// old path resolves to, and the agent should see the new view.
-		_ = os.Chdir(s.Dir)
+		// After the mounts, so the agent sees the new view of its directory.
+		// Inside the user namespace, root's override of file permissions
+		// does not cover files owned by unmapped users.
+		if err := os.Chdir(s.Dir); err != nil {
+			unix.Close(tun)
+			return -1, fmt.Errorf("enter the working directory inside the agent's namespace: %w", err)
+		}
 	}
 	return tun, nil
 }

@@ -110,7 +110,9 @@ func remountReadOnly(target string) error {
 // back, read-only, from their open handles.
 func mask(path string, exposed map[string]*os.File) error {
 	st, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+		// Nothing to hide, or nothing the agent — the same uid as we, with
+		// no capabilities — could reach either.
 		return nil
 	}
 	if err != nil {

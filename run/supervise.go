@@ -37,7 +37,7 @@ func (e *SetupError) Error() string { return e.Msg }
 
 // Start is Spawn then Setup.
 func Start(spec *Spec) (*Agent, int, error) {
-	a, err := Spawn(spec.Dir)
+	a, err := Spawn()
 	if err != nil {
 		return nil, -1, err
 	}
@@ -48,12 +48,12 @@ func Start(spec *Spec) (*Agent, int, error) {
 	return a, fd, nil
 }
 
-// Spawn creates the namespaces and the helper in them, in working directory
-// dir, then makes this process undumpable: the agent runs as the same uid,
+// Spawn creates the namespaces and the helper in them,
+// then makes this process undumpable: the agent runs as the same uid,
 // and could otherwise read our memory, environment and fds through /proc or
 // ptrace. It must come first: the kernel lets us write the helper's uid_map
 // only while we are dumpable, and no secret may be read before it.
-func Spawn(dir string) (*Agent, error) {
+func Spawn() (*Agent, error) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
@@ -87,7 +87,9 @@ func Spawn(dir string) (*Agent, error) {
 	a.cmd = &exec.Cmd{
 		Path: selfExe, Args: []string{selfExe, helperArg},
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
-		ExtraFiles: []*os.File{helperEnd}, SysProcAttr: attr, Dir: dir,
+		// No Dir: the helper enters the working directory itself, so a
+		// failure there is reported as what it is.
+		ExtraFiles: []*os.File{helperEnd}, SysProcAttr: attr,
 	}
 	a.sigs = make(chan os.Signal, 16)
 	signal.Notify(a.sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH)

@@ -65,7 +65,7 @@ func Run(o Options) (run.Status, error) {
 	if err != nil {
 		return run.Status{}, &Error{Err: fmt.Errorf("working directory: %w", err)}
 	}
-	agent, err := run.Spawn(cwd)
+	agent, err := run.Spawn()
 	if err != nil {
 		return run.Status{}, &Error{Err: err, Hints: run.Hints(err)}
 	}
