@@ -160,3 +160,21 @@ func TestJobControl(t *testing.T) {
 	tm.send("exit\r")
 	tm.wait()
 }
+
+// TestNoKeystrokeInjection: TIOCSTI would push input into the caller's
+// terminal for the caller's shell to run after the agent exits.
+func TestNoKeystrokeInjection(t *testing.T) {
+	e := newEnv(t)
+	e.write("sti.py", `import fcntl, termios
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"x")
+    print("injected")
+except OSError as err:
+    print("refused:", err.strerror)
+`)
+	tm := startTerm(t, e.command("run", "--audit", e.auditPath(), "--", "python3", "sti.py"))
+	tm.expect("refused: Operation not permitted")
+	if code := tm.wait(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}

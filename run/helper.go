@@ -100,6 +100,10 @@ func Helper() {
 		fmt.Fprintf(os.Stderr, "clawpatrol: error: drop privileges: %v\n", err)
 		os.Exit(125)
 	}
+	if err := installTerminalFilter(); err != nil {
+		fmt.Fprintf(os.Stderr, "clawpatrol: error: %v\n", err)
+		os.Exit(125)
+	}
 	err = syscall.Exec(path, spec.Command, spec.Env)
 	code = 126
 	if errors.Is(err, unix.ENOENT) {
