@@ -197,7 +197,7 @@ func (f *flow) rejectHead(bw *bufio.Writer, he *headError) {
 	d := malformed(he.reason)
 	req := &nethttp.Request{Method: "GET", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Close: true}
 	w := &h1Writer{bw: bw, req: req, header: nethttp.Header{}}
-	writeRefusal(w, he.status, d)
+	f.writeRefusal(w, a, he.status, d)
 	w.finish()
 	f.opts.Gate.Finish(a, d, action.Outcome{})
 }

@@ -63,6 +63,19 @@ type Options struct {
 	// is relayed; it may replace the body (redacting an echoed secret) and
 	// must then drop Content-Length.
 	Response func(a *action.Action, resp *nethttp.Response)
+	// Describe, when set, is called with each request's action once its
+	// facts, body prefix included, are known and before the gate decides.
+	// It may turn the action into another protocol's (a Kubernetes API
+	// request becomes a k8s action). A non-nil decision refuses the
+	// request without asking the gate.
+	Describe func(a *action.Action, r *nethttp.Request) *action.Decision
+	// Refuse, when set, writes the answer to a refused request in place of
+	// the plain-text one (a Kubernetes Status object). status is 403, or
+	// 400 and 431 for requests that could not be read.
+	Refuse func(w nethttp.ResponseWriter, a *action.Action, status int, d action.Decision)
+	// ClientCert, when set, is presented to a TLS upstream that asks for a
+	// client certificate (a Kubernetes credential's client_cert).
+	ClientCert *tls.Certificate
 }
 
 func (o Options) withDefaults() Options {
@@ -281,12 +294,16 @@ func (f *flow) dialUpstream(ctx context.Context, alpn []string) (net.Conn, strin
 	if !f.tls {
 		return raw, "", nil
 	}
-	tc := tls.Client(raw, &tls.Config{
+	cfg := &tls.Config{
 		ServerName: f.name,
 		RootCAs:    f.opts.UpstreamRoots,
 		NextProtos: alpn,
 		MinVersion: tls.VersionTLS12,
-	})
+	}
+	if f.opts.ClientCert != nil {
+		cfg.Certificates = []tls.Certificate{*f.opts.ClientCert}
+	}
+	tc := tls.Client(raw, cfg)
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {

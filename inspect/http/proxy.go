@@ -43,11 +43,11 @@ func (f *flow) serve(w nethttp.ResponseWriter, r *nethttp.Request) {
 		d = action.Denied("host-mismatch", fmt.Sprintf("Host %q differs from %s, the verified destination", r.Host, f.hostPort()))
 	case hasDotSegment(r.URL.Path):
 		d = malformed("dot-segment (. or ..) in the request path")
-		writeRefusal(w, nethttp.StatusBadRequest, d)
+		f.writeRefusal(w, a, nethttp.StatusBadRequest, d)
 		return
 	}
 	if d.Rule != "" {
-		writeRefusal(w, nethttp.StatusForbidden, d)
+		f.writeRefusal(w, a, nethttp.StatusForbidden, d)
 		return
 	}
 
@@ -59,17 +59,24 @@ func (f *flow) serve(w nethttp.ResponseWriter, r *nethttp.Request) {
 		d = malformed("request body: " + err.Error())
 		out.Error = err.Error()
 		closeAfter(w)
-		writeRefusal(w, nethttp.StatusBadRequest, d)
+		f.writeRefusal(w, a, nethttp.StatusBadRequest, d)
 		return
 	}
 	a.HTTP.Body = string(facts.text)
 	a.HTTP.JSON = parseJSON(facts)
 	a.HTTP.Size = facts.size
 	a.HTTP.Truncated = facts.truncated
+	if f.opts.Describe != nil {
+		if refused := f.opts.Describe(a, r); refused != nil {
+			d = *refused
+			f.writeRefusal(w, a, nethttp.StatusForbidden, d)
+			return
+		}
+	}
 
 	d = f.opts.Gate.Decide(r.Context(), a)
 	if !d.Allowed() {
-		writeRefusal(w, nethttp.StatusForbidden, d)
+		f.writeRefusal(w, a, nethttp.StatusForbidden, d)
 		return
 	}
 	if f.upErr != nil {
@@ -77,7 +84,7 @@ func (f *flow) serve(w nethttp.ResponseWriter, r *nethttp.Request) {
 		var local *upstream.LocalError
 		if errors.As(f.upErr, &local) {
 			d = action.Denied("local-address", local.Error())
-			writeRefusal(w, nethttp.StatusForbidden, d)
+			f.writeRefusal(w, a, nethttp.StatusForbidden, d)
 			return
 		}
 		writeBadGateway(w, f.upErr)
@@ -92,7 +99,7 @@ func (f *flow) forward(w nethttp.ResponseWriter, r *nethttp.Request, a *action.A
 	if f.opts.Inject != nil {
 		if err := f.opts.Inject(a, req); err != nil {
 			*d = action.Denied("credential", err.Error())
-			writeRefusal(w, nethttp.StatusForbidden, *d)
+			f.writeRefusal(w, a, nethttp.StatusForbidden, *d)
 			return
 		}
 	}
@@ -108,7 +115,7 @@ func (f *flow) forward(w nethttp.ResponseWriter, r *nethttp.Request, a *action.A
 		var local *upstream.LocalError
 		if errors.As(err, &local) {
 			*d = action.Denied("local-address", local.Error())
-			writeRefusal(w, nethttp.StatusForbidden, *d)
+			f.writeRefusal(w, a, nethttp.StatusForbidden, *d)
 			return
 		}
 		writeBadGateway(w, err)
@@ -323,6 +330,16 @@ func malformed(reason string) action.Decision {
 
 // RuleHeader names the rule that refused a request.
 const RuleHeader = "X-Clawpatrol-Rule"
+
+// writeRefusal answers a refused request of this flow: with Options.Refuse
+// when set, else as writeRefusal does.
+func (f *flow) writeRefusal(w nethttp.ResponseWriter, a *action.Action, status int, d action.Decision) {
+	if f.opts.Refuse != nil {
+		f.opts.Refuse(w, a, status, d)
+		return
+	}
+	writeRefusal(w, status, d)
+}
 
 // writeRefusal answers a refused request: plain text naming the rule and
 // the reason, and the rule in RuleHeader.
