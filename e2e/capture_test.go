@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -277,5 +278,19 @@ func TestRunsAsTheCallersOwnUser(t *testing.T) {
 	want := fmt.Sprintf("%d\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\nNoNewPrivs:\t1\nhello from /self\nip refused\n", os.Getuid())
 	if r.code != 0 || r.stdout != want || hits.Load() != 1 {
 		t.Fatalf("want\n%s\ngot\n%v", want, r)
+	}
+}
+
+// TestAgentHasItsOwnPIDNamespace: the agent sees its own processes only;
+// clawpatrol and the rest of the host are not there to read or signal.
+func TestAgentHasItsOwnPIDNamespace(t *testing.T) {
+	e := newEnv(t)
+	r := e.sh(`echo "parent=$PPID"; ls /proc | grep -cE '^[0-9]+$'; cat /proc/1/environ >/dev/null 2>&1 || echo "init unreadable"`)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(lines) != 3 || lines[0] != "parent=1" || lines[2] != "init unreadable" {
+		t.Fatalf("want the agent as pid 2 under clawpatrol's init:\n%v", r)
+	}
+	if n, _ := strconv.Atoi(lines[1]); n < 2 || n > 5 {
+		t.Fatalf("the agent sees %d processes, want only its own", n)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,10 +66,11 @@ func init() {
 func IsHelper() bool { return len(os.Args) > 1 && os.Args[1] == helperArg }
 
 // Helper is the whole life of the in-namespace helper: it runs as the
-// caller's uid inside new user, network and mount namespaces, holding only
-// the ambient capabilities NET_ADMIN, SYS_ADMIN and SETPCAP. It configures
-// the network and mounts, hands the TUN fd to the supervisor, waits for the
-// go-ahead, drops every capability and execs the agent. It never returns.
+// caller's uid inside new user, network, mount and PID namespaces, holding
+// only the ambient capabilities NET_ADMIN, SYS_ADMIN and SETPCAP. It
+// configures the network and mounts, hands the TUN fd to the supervisor,
+// waits for the go-ahead, drops every capability, and starts the agent as
+// the init of its PID namespace (see initAgent). It never returns.
 func Helper() {
 	spec, err := readSpec()
 	if err != nil {
@@ -90,7 +90,9 @@ func Helper() {
 	if n, err := unix.Read(controlFD, b); n != 1 || err != nil || b[0] != 'G' {
 		os.Exit(125) // the supervisor gave up; it reports why
 	}
-	unix.Close(controlFD)
+	// The control socket stays open to report the agent's stops and
+	// signals; the agent must not inherit it.
+	unix.CloseOnExec(controlFD)
 	path, code, err := lookPath(spec.Command[0], spec.Env)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "clawpatrol: error: %v\n", err)
@@ -104,13 +106,13 @@ func Helper() {
 		fmt.Fprintf(os.Stderr, "clawpatrol: error: %v\n", err)
 		os.Exit(125)
 	}
-	err = syscall.Exec(path, spec.Command, spec.Env)
-	code = 126
-	if errors.Is(err, unix.ENOENT) {
-		code = 127
+	// The agent sees us as its parent (PID 1 of its namespace): it must not
+	// read our memory or trace us. exec makes the agent dumpable again.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "clawpatrol: error: set non-dumpable: %v\n", err)
+		os.Exit(125)
 	}
-	fmt.Fprintf(os.Stderr, "clawpatrol: error: %s: %v\n", spec.Command[0], err)
-	os.Exit(code)
+	os.Exit(initAgent(path, spec))
 }
 
 // helperFail reports a setup error to the supervisor, which prints it with
@@ -148,6 +150,12 @@ func setup(s *Spec) (int, error) {
 	if err := setupMounts(s); err != nil {
 		unix.Close(tun)
 		return -1, err
+	}
+	// A /proc of the agent's own PID namespace: it sees its own processes
+	// only, not clawpatrol's or anyone else's.
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		unix.Close(tun)
+		return -1, fmt.Errorf("mount /proc for the agent's PID namespace: %w", err)
 	}
 	if s.Dir != "" {
 		// After the mounts, so the agent sees the new view of its directory.

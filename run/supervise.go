@@ -63,7 +63,9 @@ func Spawn() (*Agent, error) {
 
 	uid, gid := os.Getuid(), os.Getgid()
 	attr := &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
+		// A PID namespace of its own: the agent cannot see or signal
+		// clawpatrol or any other process of the host.
+		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
 		// Map only our own ids, so the agent sees its real uid, never 0.
 		UidMappings:                []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
 		GidMappings:                []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
@@ -166,10 +168,10 @@ func (a *Agent) receiveTUN() (int, error) {
 // PID is the agent's process id (in the host's PID namespace).
 func (a *Agent) PID() int { return a.pid }
 
-// Go lets the helper drop its capabilities and exec the agent.
+// Go lets the helper drop its capabilities and start the agent. The
+// control socket stays open: the helper reports the agent's stops on it.
 func (a *Agent) Go() error {
 	_, err := unix.Write(a.ctrl, []byte{'G'})
-	unix.Close(a.ctrl)
 	return err
 }
 
@@ -202,6 +204,27 @@ func (s Status) ExitCode() int {
 func (a *Agent) Wait() Status {
 	exited := make(chan unix.WaitStatus, 1)
 	stopped := make(chan struct{}, 1)
+	killedBy := make(chan syscall.Signal, 1)
+	ctrlDone := make(chan struct{})
+	go func() {
+		// The helper is the agent's init and cannot stop or be killed by
+		// the agent's signals, so it tells us what happened to the agent.
+		defer close(ctrlDone)
+		defer unix.Close(a.ctrl)
+		b := make([]byte, 2)
+		for {
+			n, err := unix.Read(a.ctrl, b)
+			if n <= 0 || err != nil {
+				return
+			}
+			switch {
+			case b[0] == msgStopped:
+				stopped <- struct{}{}
+			case b[0] == msgSignaled && n == 2:
+				killedBy <- syscall.Signal(b[1])
+			}
+		}
+	}()
 	go func() {
 		// As a subreaper we collect every orphaned descendant too; only
 		// the agent's own status matters.
@@ -218,7 +241,6 @@ func (a *Agent) Wait() Status {
 				continue
 			}
 			if ws.Stopped() {
-				stopped <- struct{}{}
 				continue
 			}
 			exited <- ws // keep reaping: killDescendants needs it
@@ -239,6 +261,14 @@ func (a *Agent) Wait() Status {
 			}
 			signal.Stop(a.sigs)
 			killDescendants()
+			// The helper's last message is read by the time its socket
+			// closes, which its exit does.
+			<-ctrlDone
+			select {
+			case sig := <-killedBy:
+				return Status{Signal: sig}
+			default:
+			}
 			if ws.Signaled() {
 				return Status{Signal: ws.Signal()}
 			}
@@ -261,10 +291,9 @@ func (a *Agent) followStop() {
 	// kill returns before the group stop reaches this thread; wait until
 	// we really were continued.
 	<-a.conts
-	if a.tty {
-		unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, a.pid)
-	}
-	unix.Kill(-a.pid, unix.SIGCONT)
+	// The helper gives the terminal back to the agent's group and
+	// continues it: only it knows that group inside the namespace.
+	unix.Write(a.ctrl, []byte{msgContinue})
 }
 
 // killDescendants kills whatever the agent left running: daemons it forked
