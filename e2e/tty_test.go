@@ -84,6 +84,24 @@ func (tm *term) send(s string) {
 	}
 }
 
+// output reads until the program closes the terminal and returns all it
+// printed.
+func (tm *term) output() string {
+	tm.t.Helper()
+	deadline := time.After(5 * time.Minute)
+	for {
+		select {
+		case b, ok := <-tm.out:
+			if !ok {
+				return tm.all.String()
+			}
+			tm.all.Write(b)
+		case <-deadline:
+			tm.t.Fatalf("the program never ended; saw:\n%s", tm.all.String())
+		}
+	}
+}
+
 func (tm *term) wait() int {
 	tm.t.Helper()
 	go func() {
