@@ -160,7 +160,7 @@ func supervisorInvisible() (bool, string) {
 			continue
 		}
 		cmd := strings.ReplaceAll(string(b), "\x00", " ")
-		seen = append(seen, e.Name()+":"+strings.Fields(cmd+" ?")[0])
+		seen = append(seen, e.Name()+":"+strings.Fields(cmd + " ?")[0])
 		if strings.Contains(cmd, " run ") && strings.Contains(cmd, "clawpatrol") {
 			return false, "sees " + cmd
 		}
