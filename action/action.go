@@ -93,6 +93,9 @@ type Statement struct {
 	// Program is set on a statement that runs a program on the database
 	// server (Postgres COPY ... TO/FROM PROGRAM).
 	Program bool `json:"program,omitempty"`
+	// LocalFile is set on a statement that makes the client send a file
+	// from its own host (MySQL LOAD DATA|XML LOCAL INFILE).
+	LocalFile bool `json:"local_file,omitempty"`
 }
 
 // K8s is a Kubernetes API request, derived the way the API server does.
