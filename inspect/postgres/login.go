@@ -21,29 +21,14 @@ func (s *session) loginUpstream() error {
 	}
 	var sc *scramClient
 	for {
-		typ, body, err := s.ur.message(maxServerSmall)
+		f, err := s.authRequest()
 		if err != nil {
-			s.fatal("08006", "clawpatrol: the database closed the connection during login")
 			return fmt.Errorf("upstream login: %w", err)
 		}
-		switch typ {
-		case 'E':
-			// The server's refusal names the role, never the password.
-			s.aw.Write(newMsg('E').bytes(body).done())
-			s.aw.Flush()
-			return errors.New("upstream login refused")
-		case 'N':
-			s.aw.Write(newMsg('N').bytes(body).done())
-			continue
-		case 'v': // NegotiateProtocolVersion: we asked for 3.0 only
-			continue
-		case 'R':
-		default:
-			s.fatal("08P01", "clawpatrol: unexpected message from the database during login")
-			return protocolError("server sent %q during login", typ)
-		}
-		f := fields{b: body}
 		code := f.int32("authentication request")
+		if f.err != nil {
+			return f.err
+		}
 		var reply []byte
 		switch code {
 		case authOK:
@@ -126,6 +111,33 @@ func (s *session) scramClient(password string, mechs []string) *scramClient {
 	return c
 }
 
+// authRequest reads the server's next authentication request, passing
+// notices on. A refusal (ErrorResponse) is passed to the agent and ends the
+// login: it names the role, never the password.
+func (s *session) authRequest() (fields, error) {
+	for {
+		typ, body, err := s.ur.message(maxServerSmall)
+		if err != nil {
+			s.fatal("08006", "clawpatrol: the database closed the connection during login")
+			return fields{}, err
+		}
+		switch typ {
+		case 'R':
+			return fields{b: body}, nil
+		case 'E':
+			s.aw.Write(newMsg('E').bytes(body).done())
+			s.aw.Flush()
+			return fields{}, errors.New("refused by the database")
+		case 'N':
+			s.aw.Write(newMsg('N').bytes(body).done())
+		case 'v': // NegotiateProtocolVersion: we asked for 3.0 only
+		default:
+			s.fatal("08P01", "clawpatrol: unexpected message from the database during login")
+			return fields{}, protocolError("server sent %q during login", typ)
+		}
+	}
+}
+
 // md5Password is Postgres's md5 response: md5(md5(password+user)+salt).
 func md5Password(user, password string, salt []byte) string {
 	inner := md5.Sum([]byte(password + user))
@@ -139,27 +151,11 @@ func md5Password(user, password string, salt []byte) string {
 // any) ends here, so its binding could never match the server's.
 func (s *session) relayLogin() error {
 	for {
-		typ, body, err := s.ur.message(maxServerSmall)
+		f, err := s.authRequest()
 		if err != nil {
-			s.fatal("08006", "clawpatrol: the database closed the connection during login")
 			return fmt.Errorf("relay login: %w", err)
 		}
-		switch typ {
-		case 'E':
-			s.aw.Write(newMsg('E').bytes(body).done())
-			s.aw.Flush()
-			return errors.New("login refused")
-		case 'N':
-			s.aw.Write(newMsg('N').bytes(body).done())
-			continue
-		case 'v':
-			continue
-		case 'R':
-		default:
-			s.fatal("08P01", "clawpatrol: unexpected message from the database during login")
-			return protocolError("server sent %q during login", typ)
-		}
-		f := fields{b: body}
+		body := f.b
 		code := f.int32("authentication request")
 		if f.err != nil {
 			return f.err

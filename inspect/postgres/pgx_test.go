@@ -142,10 +142,12 @@ func TestPgxPipeline(t *testing.T) {
 	if strings.Join(got, ",") != want {
 		t.Errorf("pipeline = %q, want %q", strings.Join(got, ","), want)
 	}
-	// The denied statement was never prepared.
-	_, err := c.Exec(ctx, "evil")
-	if err == nil {
-		t.Error("executing the denied statement's name worked")
+	// The denied statement was never prepared: binding it later fails as
+	// the server says.
+	res := c.PgConn().ExecPrepared(ctx, "evil", nil, nil, nil).Read()
+	var pe *pgconn.PgError
+	if !errors.As(res.Err, &pe) || pe.Code != "26000" {
+		t.Errorf("executing the denied statement: %v, want 26000", res.Err)
 	}
 	if n := scalar(t, c, "SELECT 5"); n != 5 {
 		t.Error(n)

@@ -2,8 +2,10 @@ package postgres
 
 import (
 	"bytes"
+	"crypto/tls"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,4 +171,25 @@ func TestUnreachableUpstream(t *testing.T) {
 		t.Fatalf("psql connected:\n%s", out)
 	}
 	contains(t, out, "FATAL:  clawpatrol: cannot connect to the database", "connection refused")
+}
+
+func TestAgentTLS(t *testing.T) {
+	srv := testServer(t)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(srv.dir, "server.crt"), filepath.Join(srv.dir, "server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := proxyOptions(srv)
+	opts.AgentTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	p := startProxy(t, srv, opts)
+	c := exec.Command("psql", "-X", "-A", "-t", "-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+		strings.Replace(p.dsn(), "sslmode=disable", "sslmode=require", 1))
+	c.Env = append(os.Environ(), "PGPASSWORD="+placeholder)
+	out, err := c.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "t" {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	if a := p.gate.finished[0].a; !a.Destination.TLS {
+		t.Errorf("destination %+v", a.Destination)
+	}
 }
