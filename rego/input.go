@@ -292,6 +292,12 @@ func (b *builder) sql(q *action.SQL, h hide, n *need) *ast.Term {
 					g.add(kFunctions, b.strs(s.Functions))
 				}
 				g.add(kText, b.str(s.Text))
+				if s.Program {
+					g.add(kProgram, boolTerm(true))
+				}
+				if s.LocalFile {
+					g.add(kLocalFile, boolTerm(true))
+				}
 				ts[i] = g.object(b)
 			}
 			f.add(kStatements, b.term(ast.NewArray(ts...)))
@@ -421,6 +427,8 @@ var (
 	kTables          = ast.StringTerm("tables")
 	kFunctions       = ast.StringTerm("functions")
 	kText            = ast.StringTerm("text")
+	kProgram         = ast.StringTerm("program")
+	kLocalFile       = ast.StringTerm("local_file")
 	kVerbs           = ast.StringTerm("verbs")
 	kQualifiedTables = ast.StringTerm("qualified_tables")
 	kUnparseable     = ast.StringTerm("unparseable")
