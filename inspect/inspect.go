@@ -17,6 +17,7 @@ import (
 	"github.com/clawpatrol/clawpatrol/config"
 	"github.com/clawpatrol/clawpatrol/creds"
 	inspecthttp "github.com/clawpatrol/clawpatrol/inspect/http"
+	"github.com/clawpatrol/clawpatrol/inspect/postgres"
 	"github.com/clawpatrol/clawpatrol/inspect/tcp"
 	"github.com/clawpatrol/clawpatrol/inspect/udp"
 	"github.com/clawpatrol/clawpatrol/inspect/upstream"
@@ -40,6 +41,9 @@ type Router struct {
 	// roots verify each endpoint's upstream (system roots + upstream_ca);
 	// the "" entry is for flows to no endpoint.
 	roots map[string]*x509.CertPool
+	// pgCancels finds the session a Postgres CancelRequest (which comes on
+	// a connection of its own) is meant for.
+	pgCancels postgres.Cancels
 }
 
 var _ netstack.Handler = (*Router)(nil)
@@ -79,8 +83,15 @@ func (r *Router) HandleTCP(ctx context.Context, f *netstack.TCPFlow) {
 	if t.Endpoint != nil {
 		protocol = t.Endpoint.Protocol
 	}
-	if protocol == "tcp" || (t.Endpoint == nil && slices.Contains(serverFirstPorts, t.Port)) {
+	switch {
+	case protocol == "tcp" || (t.Endpoint == nil && slices.Contains(serverFirstPorts, t.Port)):
 		tcp.Handle(ctx, f, t, r.gate, r.dialer)
+		return
+	case protocol == "postgres":
+		// The client speaks first, and not HTTP: no sniffing.
+		if c, err := f.Accept(); err == nil {
+			postgres.Handle(ctx, c, t, r.postgresOptions(t))
+		}
 		return
 	}
 	c, err := f.Accept()

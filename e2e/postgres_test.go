@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/clawpatrol/clawpatrol/internal/pgtest"
+)
+
+// TestPostgresThroughRun: psql inside clawpatrol, holding only the
+// placeholder, reads rows from a real PostgreSQL server; a statement the
+// policy denies fails with 42501 and the session goes on.
+func TestPostgresThroughRun(t *testing.T) {
+	srv, err := pgtest.Start()
+	if err != nil {
+		t.Fatalf("postgres test server: %v", err)
+	}
+	defer srv.Stop()
+	e := newEnv(t)
+	e.config(fmt.Sprintf(`
+endpoints:
+  db:
+    hosts: [db.test]
+    protocol: postgres
+    upstream: 127.0.0.1:%d
+    upstream_tls: require
+    credential: pg
+credentials:
+  pg:
+    from: {env: PG_REAL_PASSWORD}
+    username: %s
+    placeholder: {env: PGPASSWORD}
+policy:
+  paths: [policy.rego]
+`, srv.Port, pgtest.User))
+	e.write("policy.rego", `package clawpatrol
+
+allow contains "reads" if {
+	input.endpoint == "db"
+	every v in input.sql.verbs { v == "select" }
+}
+
+deny contains {"rule": "no-file-reads", "reason": "pg_read_file reaches the server's filesystem"} if {
+	"pg_read_file" in input.sql.functions
+}
+`)
+	cmd := e.command("run", "-c", e.cfg, "--audit", e.auditPath(), "--", "sh", "-c",
+		`env | grep -c real-Secret; psql -X -A -t -h db.test -U app -d app -c "SELECT name FROM t ORDER BY id" -c "SELECT pg_read_file('/etc/passwd')" -c "SELECT 1; DROP TABLE t" -c "SELECT count(*) FROM t" 2>&1`)
+	cmd.Env = append(cmd.Env, "PG_REAL_PASSWORD="+pgtest.Password)
+	r := e.exec(cmd)
+	out := r.stdout
+	for _, want := range []string{"0\n", "one\ntwo\n", "(rule no-file-reads)", "(rule policy.default)", "\n2\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("want %q in psql's output:\n%v", want, r)
+		}
+	}
+	if got, err := srv.Query("SELECT count(*) FROM t"); err != nil || got != "2" {
+		t.Fatalf("table t after the denied DROP: %q %v", got, err)
+	}
+	audit, _ := os.ReadFile(e.auditPath())
+	if strings.Contains(string(audit), pgtest.Password) {
+		t.Fatal("the real password is in the audit log")
+	}
+	var sawDenied bool
+	for _, a := range e.actions() {
+		d := a["decision"].(map[string]any)
+		if a["protocol"] == "sql" && d["rule"] == "no-file-reads" && strings.Contains(a["summary"].(string), "select") {
+			sawDenied = true
+		}
+	}
+	if !sawDenied {
+		t.Fatalf("want the denied statement in the audit log: %v", e.actions())
+	}
+}
