@@ -40,6 +40,9 @@ const (
 // <redacted>, every secret and placeholder is <redacted:NAME>, and bodies
 // follow the mode. a is not changed. s may be nil (no credentials).
 func (s *Store) RedactAction(a *action.Action, bodies string) *action.Action {
+	if (s == nil || len(s.names) == 0) && a.HTTP == nil && a.K8s == nil {
+		return a // nothing in it to redact: a connection-level action
+	}
 	raw, err := json.Marshal(a)
 	if err != nil {
 		return &action.Action{ID: a.ID, Protocol: a.Protocol, Endpoint: a.Endpoint, Destination: a.Destination}
