@@ -110,6 +110,8 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "record", Usage: "also write every action as a fixture file into `DIR`"},
 			&cli.BoolFlag{Name: "monitor", Usage: "decide and log every action, but never block"},
 			&cli.BoolFlag{Name: "non-interactive", Usage: "an action that needs a human approver is denied at once"},
+			&cli.StringFlag{Name: "dashboard", Usage: "serve the local dashboard on `ADDR` (default dashboard.listen; off when unset)"},
+			&cli.BoolFlag{Name: "dashboard-allow-remote", Usage: "let --dashboard listen on an address that is not loopback"},
 			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug|info|warn|error for diagnostics on stderr"},
 		},
 		Action: func(c *cli.Context) error {
@@ -138,6 +140,10 @@ func runCommand() *cli.Command {
 				opts.PolicyDigest = d.Digest()
 			}
 			opts.RecordDir = c.String("record")
+			opts.Dashboard, opts.DashboardAllowRemote = c.String("dashboard"), c.Bool("dashboard-allow-remote")
+			if opts.Dashboard == "" {
+				opts.Dashboard = cfg.Dashboard.Listen
+			}
 			status, err := session.Run(opts)
 			if err != nil {
 				var se *session.Error

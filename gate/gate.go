@@ -39,7 +39,22 @@ type Gate struct {
 	Bodies string
 	// Approvals settle approve decisions; nil denies them.
 	Approvals Approvals
-	Logger    *zap.Logger
+	// Observer, when set, sees each action's redacted record as it is
+	// decided and as it is written to the audit log (the dashboard).
+	Observer Observer
+	Logger   *zap.Logger
+}
+
+// Observer watches actions go by. Its methods run on the agent's traffic
+// path, so they must return at once (queue, never wait): the audit log is
+// the record of truth, an observer may drop what it cannot keep up with.
+type Observer interface {
+	// Decided gets the record of an action the policy has just decided,
+	// before any approval (its verdict may be approve) and before the
+	// action is forwarded; Outcome fields are zero.
+	Decided(rec audit.ActionRecord)
+	// Finished gets the same record the audit log gets.
+	Finished(rec audit.ActionRecord)
 }
 
 // Approvals asks an approve decision's approvers and returns allow or deny.
@@ -76,6 +91,16 @@ func (g *Gate) Decide(ctx context.Context, a *action.Action) action.Decision {
 			g.Logger.Error("record fixture", zap.Error(err))
 		}
 	}
+	if g.Observer != nil {
+		in := g.Creds.RedactAction(a, g.Bodies)
+		if in == a {
+			// Nothing to redact, so no copy was made; the inspector goes on
+			// filling in a (the dialled IP), the observer keeps this one.
+			c := *a
+			in = &c
+		}
+		g.Observer.Decided(g.record(in, d, action.Outcome{}))
+	}
 	if d.Verdict == action.Approve && !d.Monitor {
 		// Shadow mode pages nobody: the would-be approval is only logged.
 		if g.Approvals == nil {
@@ -105,8 +130,19 @@ func (g *Gate) stamp(a *action.Action) {
 // (Decide was never called) is stamped here.
 func (g *Gate) Finish(a *action.Action, d action.Decision, o action.Outcome) {
 	g.stamp(a)
-	a = g.Creds.RedactAction(a, g.Bodies)
-	err := g.Log.Action(audit.ActionRecord{
+	rec := g.record(g.Creds.RedactAction(a, g.Bodies), d, o)
+	err := g.Log.Action(rec)
+	if err != nil {
+		g.Logger.Error("audit", zap.Error(err))
+	}
+	if g.Observer != nil {
+		g.Observer.Finished(rec)
+	}
+}
+
+// record is the audit record of a, already redacted.
+func (g *Gate) record(a *action.Action, d action.Decision, o action.Outcome) audit.ActionRecord {
+	return audit.ActionRecord{
 		ID:             a.ID,
 		Time:           a.Time.Format(time.RFC3339Nano),
 		Session:        a.Session,
@@ -122,9 +158,6 @@ func (g *Gate) Finish(a *action.Action, d action.Decision, o action.Outcome) {
 		DurationMS:     float64(o.Duration.Microseconds()) / 1000,
 		Error:          o.Error,
 		Input:          a,
-	})
-	if err != nil {
-		g.Logger.Error("audit", zap.Error(err))
 	}
 }
 

@@ -89,3 +89,39 @@ func TestIDsAreUniqueAndSorted(t *testing.T) {
 		seen[id], prev = true, id
 	}
 }
+
+// observer keeps what a gate tells it.
+type observer struct{ decided, finished []audit.ActionRecord }
+
+func (o *observer) Decided(rec audit.ActionRecord)  { o.decided = append(o.decided, rec) }
+func (o *observer) Finished(rec audit.ActionRecord) { o.finished = append(o.finished, rec) }
+
+// The observer (the dashboard) sees each action when it is decided and
+// again with the record the audit log gets.
+func TestObserverSeesDecidedAndFinished(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.jsonl")
+	g := newGate(t, path, Builtin{}, false)
+	o := &observer{}
+	g.Observer = o
+	a := tcpAction("svc")
+	d := g.Decide(context.Background(), a)
+	if len(o.decided) != 1 || o.decided[0].ID != a.ID || o.decided[0].Decision.Verdict != action.Allow || len(o.finished) != 0 {
+		t.Fatalf("after Decide: %+v", o)
+	}
+	// The inspector fills in the dialled address after the decision; the
+	// observer's record is its own.
+	a.Destination.IP = "192.0.2.1"
+	if o.decided[0].Input == a || o.decided[0].Input.Destination.IP != "" {
+		t.Fatalf("the observer shares the live action: %+v", o.decided[0].Input)
+	}
+	g.Finish(a, d, action.Outcome{BytesUp: 3})
+	if len(o.finished) != 1 || o.finished[0].ID != a.ID || o.finished[0].BytesUp != 3 || o.finished[0].Input.Destination.IP != "192.0.2.1" {
+		t.Fatalf("after Finish: want the record the audit log got, got %+v", o.finished)
+	}
+	f, _ := os.Open(path)
+	defer f.Close()
+	var rec audit.ActionRecord
+	if err := json.NewDecoder(f).Decode(&rec); err != nil || rec.ID != o.finished[0].ID || rec.Summary != o.finished[0].Summary {
+		t.Fatalf("audit record %+v, observer's %+v: %v", rec, o.finished[0], err)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/clawpatrol/clawpatrol/audit"
 	"github.com/clawpatrol/clawpatrol/config"
 	"github.com/clawpatrol/clawpatrol/creds"
+	"github.com/clawpatrol/clawpatrol/dashboard"
 	"github.com/clawpatrol/clawpatrol/fixtures"
 	"github.com/clawpatrol/clawpatrol/gate"
 	"github.com/clawpatrol/clawpatrol/inspect"
@@ -44,7 +45,11 @@ type Options struct {
 	RecordDir      string      // run --record: write every action as a fixture here
 	// PolicyDigest identifies the loaded policy in the audit log.
 	PolicyDigest string
-	Logger       *zap.Logger
+	// Dashboard is the address to serve the dashboard on ("": none);
+	// DashboardAllowRemote permits one that is not loopback.
+	Dashboard            string
+	DashboardAllowRemote bool
+	Logger               *zap.Logger
 }
 
 // Error is a failure of clawpatrol itself (exit 125), with hints for the user.
@@ -120,9 +125,23 @@ func Run(o Options) (run.Status, error) {
 	if err != nil {
 		return run.Status{}, &Error{Err: err}
 	}
+	// The dashboard listens before approvals exist: webhooks are told its
+	// callback URL.
+	var dash *dashboard.Server
+	var callbackURL string
+	if o.Dashboard != "" {
+		dash, err = dashboard.Listen(dashboard.Options{Addr: o.Dashboard, AllowRemote: o.DashboardAllowRemote, Logger: log,
+			Session: dashboard.SessionInfo{ID: id, Command: o.Command, PID: os.Getpid(), Config: cfg.File,
+				PolicyDigest: o.PolicyDigest, Monitor: o.Monitor}})
+		if err != nil {
+			return run.Status{}, &Error{Err: err, Hints: dashboard.Hints(err)}
+		}
+		defer dash.Close()
+		callbackURL = dash.CallbackURL()
+	}
 	redact := func(a *action.Action) *action.Action { return store.RedactAction(a, cfg.Audit.Bodies) }
 	approvals, err := approve.New(cfg, approve.Options{
-		Session: id, NonInteractive: o.NonInteractive, Logger: log, Redact: redact, Summary: gate.Summary,
+		Session: id, NonInteractive: o.NonInteractive, Logger: log, Redact: redact, Summary: gate.Summary, CallbackURL: callbackURL,
 		Secret: func(name string) (string, error) {
 			c, ok := store.Get(name)
 			if !ok {
@@ -141,6 +160,10 @@ func Run(o Options) (run.Status, error) {
 	}
 	g := &gate.Gate{Engine: engine, Log: auditLog, Session: id, Monitor: o.Monitor, Recorder: recorder, Logger: log,
 		Creds: store, Bodies: cfg.Audit.Bodies, Approvals: approvals, Agent: &action.Agent{Command: o.Command}}
+	if dash != nil {
+		dash.Attach(approvals)
+		g.Observer = dash
+	}
 
 	tun, err := agent.Setup(spec)
 	if err != nil {
@@ -161,6 +184,10 @@ func Run(o Options) (run.Status, error) {
 		stack.Close(0)
 		return run.Status{}, &Error{Err: err}
 	}
+	if dash != nil {
+		// Once, before the agent owns the terminal.
+		fmt.Fprintf(os.Stderr, "clawpatrol: dashboard: %s\n", dash.Banner())
+	}
 	started = true
 	if err := agent.Go(); err != nil {
 		agent.Abort()
@@ -169,6 +196,9 @@ func Run(o Options) (run.Status, error) {
 	}
 	status := agent.Wait()
 	stack.Close(drain)
+	if dash != nil {
+		dash.End(status.ExitCode())
+	}
 	if err := auditLog.End(id, status.ExitCode()); err != nil {
 		log.Error("audit", zap.Error(err))
 	}
