@@ -133,5 +133,8 @@ func (c *Credential) InjectHTTP(req *http.Request) error {
 	if changed {
 		req.URL.RawQuery = q.Encode()
 	}
+	// The response may echo the secret, and RedactResponse can only find
+	// it in a body it can read: ask for no compression.
+	req.Header.Set("Accept-Encoding", "identity")
 	return nil
 }

@@ -51,21 +51,5 @@ func (r *Router) redactResponse(a *action.Action, resp *nethttp.Response) {
 	if a.Credential == "" {
 		return
 	}
-	for k, vs := range resp.Header {
-		for i, v := range vs {
-			vs[i] = r.creds.Redact(v)
-		}
-		resp.Header[k] = vs
-	}
-	resp.Body = readCloser{r.creds.RedactingReader(resp.Body), resp.Body}
-	resp.Header.Del("Content-Length") // redaction changes the length
-	resp.ContentLength = -1
+	r.creds.RedactResponse(resp)
 }
-
-type readCloser struct {
-	read interface{ Read([]byte) (int, error) }
-	body interface{ Close() error }
-}
-
-func (rc readCloser) Read(p []byte) (int, error) { return rc.read.Read(p) }
-func (rc readCloser) Close() error               { return rc.body.Close() }
