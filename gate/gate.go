@@ -6,6 +6,7 @@ package gate
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -140,8 +141,21 @@ func (g *Gate) Finish(a *action.Action, d action.Decision, o action.Outcome) {
 	}
 }
 
-// record is the audit record of a, already redacted.
+// record is the audit record of a, already redacted. The decision's
+// reasons and the errors are redacted here: a reason may quote what the
+// agent sent (a Host header holding its placeholder).
 func (g *Gate) record(a *action.Action, d action.Decision, o action.Outcome) audit.ActionRecord {
+	d.Reasons = slices.Clone(d.Reasons)
+	for i, r := range d.Reasons {
+		d.Reasons[i] = action.Reason{Rule: g.Creds.Redact(r.Rule), Reason: g.Creds.Redact(r.Reason)}
+	}
+	d.Rule, d.Error = g.Creds.Redact(d.Rule), g.Creds.Redact(d.Error)
+	if d.Approval != nil {
+		ap := *d.Approval
+		ap.Reason = g.Creds.Redact(ap.Reason)
+		d.Approval = &ap
+	}
+	o.Error = g.Creds.Redact(o.Error)
 	return audit.ActionRecord{
 		ID:             a.ID,
 		Time:           a.Time.Format(time.RFC3339Nano),

@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
 
 	"github.com/clawpatrol/clawpatrol/action"
 	"github.com/clawpatrol/clawpatrol/audit"
+	"github.com/clawpatrol/clawpatrol/config"
+	"github.com/clawpatrol/clawpatrol/creds"
 )
 
 func newGate(t *testing.T, path string, e Engine, monitor bool) *Gate {
@@ -123,5 +126,27 @@ func TestObserverSeesDecidedAndFinished(t *testing.T) {
 	var rec audit.ActionRecord
 	if err := json.NewDecoder(f).Decode(&rec); err != nil || rec.ID != o.finished[0].ID || rec.Summary != o.finished[0].Summary {
 		t.Fatalf("audit record %+v, observer's %+v: %v", rec, o.finished[0], err)
+	}
+}
+
+// A reason that quotes what the agent sent must not carry a secret or a
+// placeholder into the audit log.
+func TestRecordRedactsReasons(t *testing.T) {
+	cfg, _ := config.Parse("c.yaml", []byte("credentials:\n  gh: {from: {env: S}}\n"))
+	store, err := creds.Load(context.Background(), cfg, func(string) (string, bool) { return "real-secret-value", true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh, _ := store.Get("gh")
+	path := filepath.Join(t.TempDir(), "a.jsonl")
+	g := newGate(t, path, Builtin{}, false)
+	g.Creds = store
+	a := tcpAction("")
+	d := action.Denied("host-mismatch", "Host "+gh.Placeholder+".api.test is not api.test")
+	d.Error = "upstream said real-secret-value"
+	g.Finish(a, d, action.Outcome{Error: "dial " + gh.Placeholder})
+	b, _ := os.ReadFile(path)
+	if strings.Contains(string(b), gh.Placeholder) || strings.Contains(string(b), "real-secret-value") || !strings.Contains(string(b), "<redacted:gh>") {
+		t.Fatalf("record: %s", b)
 	}
 }
