@@ -8,7 +8,13 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 SECS=${SECS:-4}
 go build -o bin/benchtool ./internal/benchtool
-go test -run XXX -bench . -benchtime 2000x ./gate/ ./netstack/ >/dev/null 2>&1 || true
+
+# The in-process benchmarks: each runs its direct and its clawpatrol path in
+# one loop and reports both, and the ratio or the difference.
+echo "== policy decision, HTTPS interception, Postgres (go test -bench)"
+go test -run XXX -bench 'BenchmarkDecide$' -benchtime 3s ./rego/ | grep -E '^Benchmark'
+go test -run XXX -bench 'HTTPSKeepAlive|HTTPSDownload' -benchtime 2000x ./inspect/http/ | grep -E '^Benchmark'
+go test -run XXX -bench Pgbench -benchtime 1x ./inspect/postgres/ | grep -E '^Benchmark'
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
