@@ -39,13 +39,35 @@ policy:
 
 allow contains "reads" if {
 	input.endpoint == "db"
-	every v in input.sql.verbs { v == "select" }
+	every v in input.sql.verbs { v in {"select", "begin", "commit", "rollback"} }
 }
 
 deny contains {"rule": "no-file-reads", "reason": "pg_read_file reaches the server's filesystem"} if {
 	"pg_read_file" in input.sql.functions
 }
 `)
+	// psycopg2 (Debian's): a denied statement inside a transaction fails
+	// with 42501; after a rollback the same connection goes on.
+	e.write("client.py", `import psycopg2
+c = psycopg2.connect(host="db.test", user="app", dbname="app", connect_timeout=20)
+cur = c.cursor()
+cur.execute("SELECT count(*) FROM t")
+print("count", cur.fetchone()[0])
+try:
+    cur.execute("SELECT pg_read_file('/etc/passwd')")
+    print("not denied")
+except psycopg2.Error as err:
+    print("denied", err.pgcode)
+    c.rollback()
+cur.execute("SELECT name FROM t WHERE id = 2")
+print("after", cur.fetchone()[0])
+`)
+	py := e.command("run", "-c", e.cfg, "--audit", e.auditPath(), "--", "python3", "client.py")
+	py.Env = append(py.Env, "PG_REAL_PASSWORD="+pgtest.Password)
+	if r := e.exec(py); r.stdout != "count 2\ndenied 42501\nafter two\n" {
+		t.Fatalf("psycopg2 through clawpatrol:\n%v", r)
+	}
+
 	cmd := e.command("run", "-c", e.cfg, "--audit", e.auditPath(), "--", "sh", "-c",
 		`env | grep -c real-Secret; psql -X -A -t -h db.test -U app -d app -c "SELECT name FROM t ORDER BY id" -c "SELECT pg_read_file('/etc/passwd')" -c "SELECT 1; DROP TABLE t" -c "SELECT count(*) FROM t" 2>&1`)
 	cmd.Env = append(cmd.Env, "PG_REAL_PASSWORD="+pgtest.Password)
