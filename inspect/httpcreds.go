@@ -10,13 +10,14 @@ import (
 )
 
 // httpOptions are the HTTP inspector's options for a flow to t: the
-// endpoint's roots, and the credential hooks.
+// endpoint's roots, the credential hooks, and for a Kubernetes endpoint
+// the hooks that make its requests k8s actions.
 func (r *Router) httpOptions(t upstream.Target) inspecthttp.Options {
 	roots := r.roots[""]
 	if t.Endpoint != nil {
 		roots = r.roots[t.Endpoint.Name]
 	}
-	return inspecthttp.Options{
+	o := inspecthttp.Options{
 		Gate: r.gate, Dialer: r.dialer, CA: r.ca, UpstreamRoots: roots,
 		BodyLimit: int64(r.cfg.Limits.Body), Logger: r.log,
 		// A name no endpoint knows is not resolved, let alone contacted,
@@ -25,6 +26,10 @@ func (r *Router) httpOptions(t upstream.Target) inspecthttp.Options {
 		Inject:    func(a *action.Action, req *nethttp.Request) error { return r.inject(t, a, req) },
 		Response:  func(a *action.Action, resp *nethttp.Response) { r.redactResponse(a, resp) },
 	}
+	if t.Endpoint != nil && t.Endpoint.Protocol == "kubernetes" {
+		r.kubernetesOptions(t, &o)
+	}
+	return o
 }
 
 // inject splices the endpoint's credential into an allowed request. The

@@ -58,6 +58,9 @@ func agentSpec(o Options, store *creds.Store, ca *tlsca.CA, dir, cwd, auditPath 
 	if err := trustBundle(spec, ca, filepath.Join(dir, "agent")); err != nil {
 		return nil, err
 	}
+	if err := kubeconfig(spec, o.Config, store, filepath.Join(dir, "agent")); err != nil {
+		return nil, err
+	}
 	spec.Masks = append(spec.Masks, StatePaths(o.Config, auditPath)...)
 	spec.Masks = append(spec.Masks, resolverSockets...)
 	spec.Masks = append(spec.Masks, o.Config.Mask...)
@@ -119,6 +122,9 @@ func readOr(path string, def []byte) []byte {
 var caVariables = []string{"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
 	"GIT_SSL_CAINFO", "PIP_CERT", "AWS_CA_BUNDLE", "CARGO_HTTP_CAINFO", "DENO_CERT", "npm_config_cafile"}
 
+// bundleName is the agent's CA bundle in its exposed directory.
+const bundleName = "ca-bundle.pem"
+
 // trustBundle writes the agent's CA bundle — the system roots, the roots the
 // caller already trusted through the CA variables, and clawpatrol's CA —
 // into the agent's directory, points the CA variables at it, and binds it
@@ -135,7 +141,7 @@ func trustBundle(spec *run.Spec, ca *tlsca.CA, agentDir string) error {
 	if err != nil {
 		return fmt.Errorf("CA bundle: %w", err)
 	}
-	bundle := filepath.Join(agentDir, "ca-bundle.pem")
+	bundle := filepath.Join(agentDir, bundleName)
 	if err := os.WriteFile(bundle, pem, 0o644); err != nil {
 		return fmt.Errorf("CA bundle: %w", err)
 	}
