@@ -227,3 +227,18 @@ func TestRedactAction(t *testing.T) {
 		t.Fatal("the live action was changed")
 	}
 }
+
+func TestRedactKubernetesObject(t *testing.T) {
+	a := &action.Action{Protocol: "k8s", K8s: &action.K8s{Verb: "create", Resource: "secrets",
+		Object: map[string]any{"kind": "Secret", "data": map[string]any{"db": "c2VjcmV0"}, "metadata": map[string]any{"name": "x"}}}}
+	var s *Store
+	if o := s.RedactAction(a, BodiesRedacted).K8s.Object.(map[string]any); o["data"].(map[string]any)["db"] != Redacted {
+		t.Errorf("redacted: %v", o)
+	}
+	if o := s.RedactAction(a, BodiesMetadata).K8s.Object; o != nil {
+		t.Errorf("metadata kept the object: %v", o)
+	}
+	if o := s.RedactAction(a, BodiesFull).K8s.Object.(map[string]any); o["data"].(map[string]any)["db"] != "c2VjcmV0" {
+		t.Errorf("full: %v", o)
+	}
+}

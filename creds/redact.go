@@ -40,7 +40,7 @@ const (
 // <redacted>, every secret and placeholder is <redacted:NAME>, and bodies
 // follow the mode. a is not changed. s may be nil (no credentials).
 func (s *Store) RedactAction(a *action.Action, bodies string) *action.Action {
-	if (s == nil || len(s.names) == 0) && a.HTTP == nil && a.K8s == nil {
+	if (s == nil || len(s.names) == 0) && a.HTTP == nil && (a.K8s == nil || bodies == BodiesFull) {
 		return a // nothing in it to redact: a connection-level action
 	}
 	raw, err := json.Marshal(a)
@@ -72,8 +72,14 @@ func (s *Store) RedactAction(a *action.Action, bodies string) *action.Action {
 			}
 		}
 	}
-	if c.K8s != nil {
-		redactValues(c.K8s.Params)
+	if k := c.K8s; k != nil {
+		redactValues(k.Params)
+		switch bodies {
+		case BodiesMetadata:
+			k.Object = nil
+		case BodiesRedacted:
+			k.Object = redactSecretObject(redactJSONFields(k.Object))
+		}
 	}
 	return &c
 }
@@ -103,6 +109,23 @@ func redactValues(m map[string][]string) {
 			}
 		}
 	}
+}
+
+// redactSecretObject hides a Kubernetes Secret's values (data and
+// stringData), whatever their key names.
+func redactSecretObject(v any) any {
+	obj, ok := v.(map[string]any)
+	if !ok || obj["kind"] != "Secret" {
+		return v
+	}
+	for _, field := range []string{"data", "stringData"} {
+		if m, ok := obj[field].(map[string]any); ok {
+			for k := range m {
+				m[k] = Redacted
+			}
+		}
+	}
+	return v
 }
 
 // redactJSONFields replaces the values of object keys that name secrets.

@@ -44,13 +44,17 @@ type Router struct {
 	// pgCancels finds the session a Postgres CancelRequest (which comes on
 	// a connection of its own) is meant for.
 	pgCancels postgres.Cancels
+	// connectRefusals remembers refused Kubernetes exec/attach requests,
+	// so kubectl's SPDY retry of a refused WebSocket is not asked again.
+	connectRefusals *refusals
 }
 
 var _ netstack.Handler = (*Router)(nil)
 
 // NewRouter builds the router of one session.
 func NewRouter(cfg *config.Config, gate action.Gate, dialer *upstream.Dialer, ca *tlsca.CA, store *creds.Store, log *zap.Logger) (*Router, error) {
-	r := &Router{cfg: cfg, gate: gate, dialer: dialer, ca: ca, creds: store, log: log, roots: map[string]*x509.CertPool{}}
+	r := &Router{cfg: cfg, gate: gate, dialer: dialer, ca: ca, creds: store, log: log, roots: map[string]*x509.CertPool{},
+		connectRefusals: newRefusals()}
 	sys, err := tlsca.UpstreamRoots()
 	if err != nil {
 		return nil, fmt.Errorf("system roots: %w", err)

@@ -48,10 +48,10 @@ func (r *Router) kubernetesOptions(t upstream.Target, o *inspecthttp.Options) {
 		if d := k8s.Describe(a); d != nil {
 			return d
 		}
-		return connectRefusals.recall(r, a)
+		return r.connectRefusals.recall(a)
 	}
 	o.Refuse = func(w nethttp.ResponseWriter, a *action.Action, status int, d action.Decision) {
-		connectRefusals.remember(r, a, d)
+		r.connectRefusals.remember(a, d)
 		k8s.WriteStatus(w, a, status, d)
 	}
 	o.Inject = func(a *action.Action, req *nethttp.Request) error {
@@ -107,10 +107,7 @@ func clientCert(c *creds.Credential) (*tls.Certificate, error) {
 // asks again over SPDY on a new connection: without this the approver
 // would be asked twice in a row about the same command, and a timed-out
 // approval would be waited out twice.
-//
-// It is shared by the routers of this process (one per session), each
-// remembering under its own key.
-var connectRefusals = &refusals{ttl: 30 * time.Second, m: map[string]refusal{}}
+func newRefusals() *refusals { return &refusals{ttl: 30 * time.Second, m: map[string]refusal{}} }
 
 // maxRefusals bounds the table: past it, entries are forgotten rather
 // than the table growing.
@@ -127,9 +124,9 @@ type refusal struct {
 	at time.Time
 }
 
-// key identifies "the same connect request": the router, the endpoint and
-// every k8s fact (the query included). "" for anything that is not one.
-func (rs *refusals) key(r *Router, a *action.Action) string {
+// key identifies "the same connect request": the endpoint and every k8s
+// fact (the query included). "" for anything that is not one.
+func (rs *refusals) key(a *action.Action) string {
 	if a == nil || a.K8s == nil || a.K8s.Verb != "connect" {
 		return ""
 	}
@@ -137,13 +134,13 @@ func (rs *refusals) key(r *Router, a *action.Action) string {
 	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("%p\x00%s\x00%s\x00%d\x00%s", r, a.Endpoint, a.Destination.Host, a.Destination.Port, facts)
+	return fmt.Sprintf("%s\x00%s\x00%d\x00%s", a.Endpoint, a.Destination.Host, a.Destination.Port, facts)
 }
 
 // remember keeps a refused connect request, unless the same one is
 // already kept: its first refusal is what later ones repeat.
-func (rs *refusals) remember(r *Router, a *action.Action, d action.Decision) {
-	k := rs.key(r, a)
+func (rs *refusals) remember(a *action.Action, d action.Decision) {
+	k := rs.key(a)
 	if k == "" || d.Verdict != action.Deny {
 		return
 	}
@@ -161,8 +158,8 @@ func (rs *refusals) remember(r *Router, a *action.Action, d action.Decision) {
 }
 
 // recall returns the refusal of the same connect request within the ttl.
-func (rs *refusals) recall(r *Router, a *action.Action) *action.Decision {
-	k := rs.key(r, a)
+func (rs *refusals) recall(a *action.Action) *action.Decision {
+	k := rs.key(a)
 	if k == "" {
 		return nil
 	}

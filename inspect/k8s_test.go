@@ -144,36 +144,35 @@ credentials:
 
 func TestConnectRefusals(t *testing.T) {
 	rs := &refusals{ttl: time.Minute, m: map[string]refusal{}}
-	r := &Router{}
 	exec := func(cmd string) *action.Action {
 		return &action.Action{Protocol: action.ProtoK8s, Endpoint: "cluster", K8s: &action.K8s{Verb: "connect", Resource: "pods",
 			Subresource: "exec", Namespace: "default", Name: "web-0", Command: []string{cmd}}}
 	}
 	denied := action.Denied("k8s-exec", "approval denied")
 	denied.Approval = &action.Approval{ID: "a1", Outcome: action.Deny}
-	rs.remember(r, exec("id"), denied)
-	d := rs.recall(r, exec("id"))
+	rs.remember(exec("id"), denied)
+	d := rs.recall(exec("id"))
 	if d == nil || d.Rule != "k8s-exec" || d.Approval != nil || !strings.HasPrefix(d.Reason(), "approval denied (the same request was refused") {
 		t.Fatalf("recall: %+v", d)
 	}
 	if denied.Reasons[0].Reason != "approval denied" {
 		t.Error("recall changed the remembered decision")
 	}
-	if rs.recall(r, exec("ls")) != nil || rs.recall(&Router{}, exec("id")) != nil {
-		t.Error("another command, or another router, recalled the refusal")
+	if rs.recall(exec("ls")) != nil || newRefusals().recall(exec("id")) != nil {
+		t.Error("another command, or another router's table, recalled the refusal")
 	}
 	get := &action.Action{Protocol: action.ProtoK8s, K8s: &action.K8s{Verb: "get", Resource: "pods"}}
-	rs.remember(r, get, denied)
-	if rs.recall(r, get) != nil {
+	rs.remember(get, denied)
+	if rs.recall(get) != nil {
 		t.Error("a get was remembered")
 	}
-	rs.remember(r, exec("sh"), action.Decision{Verdict: action.Allow, Rule: "ok"})
-	if rs.recall(r, exec("sh")) != nil {
+	rs.remember(exec("sh"), action.Decision{Verdict: action.Allow, Rule: "ok"})
+	if rs.recall(exec("sh")) != nil {
 		t.Error("an allow was remembered")
 	}
 	expired := &refusals{ttl: -time.Second, m: map[string]refusal{}}
-	expired.remember(r, exec("id"), denied)
-	if expired.recall(r, exec("id")) != nil {
+	expired.remember(exec("id"), denied)
+	if expired.recall(exec("id")) != nil {
 		t.Error("an expired refusal was recalled")
 	}
 }

@@ -131,7 +131,7 @@ func Run(o Options) (run.Status, error) {
 	var callbackURL string
 	if o.Dashboard != "" {
 		dash, err = dashboard.Listen(dashboard.Options{Addr: o.Dashboard, AllowRemote: o.DashboardAllowRemote, Logger: log,
-			Session: dashboard.SessionInfo{ID: id, Command: o.Command, PID: os.Getpid(), Config: cfg.File,
+			Session: dashboard.SessionInfo{ID: id, Command: redactArgs(store, o.Command), PID: os.Getpid(), Config: cfg.File,
 				PolicyDigest: o.PolicyDigest, Monitor: o.Monitor}})
 		if err != nil {
 			return run.Status{}, &Error{Err: err, Hints: dashboard.Hints(err)}
@@ -180,7 +180,7 @@ func Run(o Options) (run.Status, error) {
 		return run.Status{}, &Error{Err: err}
 	}
 	if err := auditLog.Start(audit.SessionStart{Session: id, Version: Version, Config: cfg.File, ConfigDigest: cfg.Digest,
-		PolicyDigest: o.PolicyDigest, Command: o.Command, Monitor: o.Monitor}); err != nil {
+		PolicyDigest: o.PolicyDigest, Command: redactArgs(store, o.Command), Monitor: o.Monitor}); err != nil {
 		stack.Close(0)
 		return run.Status{}, &Error{Err: err}
 	}
@@ -221,4 +221,14 @@ func sessionDir(id string) (string, error) {
 		return "", fmt.Errorf("session dir: %w", err)
 	}
 	return dir, nil
+}
+
+// redactArgs is the command line as the audit log and the dashboard show
+// it: a secret typed on it is redacted.
+func redactArgs(store *creds.Store, args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = store.Redact(a)
+	}
+	return out
 }
