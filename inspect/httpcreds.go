@@ -13,9 +13,9 @@ import (
 // endpoint's roots, the credential hooks, and for a Kubernetes endpoint
 // the hooks that make its requests k8s actions.
 func (r *Router) httpOptions(t upstream.Target) inspecthttp.Options {
-	roots := r.roots[""]
+	roots := r.upstreamRoots("")
 	if t.Endpoint != nil {
-		roots = r.roots[t.Endpoint.Name]
+		roots = r.upstreamRoots(t.Endpoint.Name)
 	}
 	o := inspecthttp.Options{
 		Gate: r.gate, Dialer: r.dialer, CA: r.ca, UpstreamRoots: roots,

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -39,8 +40,9 @@ type Router struct {
 	creds  *creds.Store
 	log    *zap.Logger
 	// roots verify each endpoint's upstream (system roots + upstream_ca);
-	// the "" entry is for flows to no endpoint.
-	roots map[string]*x509.CertPool
+	// the "" entry is for flows to no endpoint. Built at first use.
+	rootsMu sync.Mutex
+	roots   map[string]*x509.CertPool
 	// pgCancels finds the session a Postgres CancelRequest (which comes on
 	// a connection of its own) is meant for.
 	pgCancels postgres.Cancels
@@ -55,24 +57,39 @@ var _ netstack.Handler = (*Router)(nil)
 func NewRouter(cfg *config.Config, gate action.Gate, dialer *upstream.Dialer, ca *tlsca.CA, store *creds.Store, log *zap.Logger) (*Router, error) {
 	r := &Router{cfg: cfg, gate: gate, dialer: dialer, ca: ca, creds: store, log: log, roots: map[string]*x509.CertPool{},
 		connectRefusals: newRefusals()}
-	sys, err := tlsca.UpstreamRoots()
-	if err != nil {
-		return nil, fmt.Errorf("system roots: %w", err)
-	}
-	r.roots[""] = sys
+	// A bad upstream_ca stops the run now; the pools themselves, with the
+	// system roots (some milliseconds to load), are built at first use.
 	for _, name := range cfg.EndpointNames() {
-		e := cfg.Endpoints[name]
-		if e.UpstreamCA == "" {
-			r.roots[name] = sys
-			continue
+		if f := cfg.Endpoints[name].UpstreamCA; f != "" {
+			if _, err := tlsca.ParseCAFile(f); err != nil {
+				return nil, fmt.Errorf("endpoints.%s.upstream_ca: %w", name, err)
+			}
 		}
-		pool, err := tlsca.UpstreamRoots(e.UpstreamCA)
-		if err != nil {
-			return nil, fmt.Errorf("endpoints.%s.upstream_ca: %w", name, err)
-		}
-		r.roots[name] = pool
 	}
 	return r, nil
+}
+
+// upstreamRoots verifies an endpoint's upstream (system roots plus its
+// upstream_ca); endpoint "" is for flows to no endpoint.
+func (r *Router) upstreamRoots(endpoint string) *x509.CertPool {
+	r.rootsMu.Lock()
+	defer r.rootsMu.Unlock()
+	if pool, ok := r.roots[endpoint]; ok {
+		return pool
+	}
+	var files []string
+	if e, ok := r.cfg.Endpoints[endpoint]; ok && e.UpstreamCA != "" {
+		files = append(files, e.UpstreamCA)
+	}
+	pool, err := tlsca.UpstreamRoots(files...)
+	if err != nil {
+		// Checked at start-up; if the file changed since, verify against
+		// nothing rather than against less than configured.
+		r.log.Error("upstream roots", zap.String("endpoint", endpoint), zap.Error(err))
+		pool = x509.NewCertPool()
+	}
+	r.roots[endpoint] = pool
+	return pool
 }
 
 // HandleTCP routes one TCP flow.

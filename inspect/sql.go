@@ -12,7 +12,7 @@ import (
 func (r *Router) postgresOptions(t upstream.Target) postgres.Options {
 	e := t.Endpoint
 	o := postgres.Options{Gate: r.gate, Dialer: r.dialer, Logger: r.log, UpstreamTLS: e.UpstreamTLS,
-		UpstreamRoots: r.roots[e.Name], ServerName: t.Host, TextLimit: int(r.cfg.Limits.Body), Cancels: &r.pgCancels}
+		UpstreamRoots: r.upstreamRoots(e.Name), ServerName: t.Host, TextLimit: int(r.cfg.Limits.Body), Cancels: &r.pgCancels}
 	if c, ok := r.creds.Get(e.Credential); ok {
 		o.Login = &postgres.Login{Username: c.Config.Username, Password: c.Secret, Placeholder: c.Placeholder}
 	}

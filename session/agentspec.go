@@ -131,11 +131,16 @@ const bundleName = "ca-bundle.pem"
 // over the distribution's bundle paths, so tools that ignore the variables
 // trust it too. Only the agent's mount namespace sees any of this.
 func trustBundle(spec *run.Spec, ca *tlsca.CA, agentDir string) error {
+	// The caller's variables often all name the system bundle (or its
+	// hashed directory) again: read each other path once, the system's not
+	// at all — the bundle starts with the system roots anyway.
 	var extra []string
 	for _, v := range append(caVariables, "SSL_CERT_DIR") {
-		if p := os.Getenv(v); p != "" {
-			extra = append(extra, p)
+		p := filepath.Clean(os.Getenv(v))
+		if p == "." || slices.Contains(extra, p) || slices.Contains(tlsca.SystemBundleFiles, p) || slices.Contains(tlsca.SystemCertDirs, p) {
+			continue
 		}
+		extra = append(extra, p)
 	}
 	pem, err := ca.Bundle(extra...)
 	if err != nil {

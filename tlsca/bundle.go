@@ -168,13 +168,27 @@ func UpstreamRoots(caFiles ...string) (*x509.CertPool, error) {
 		if f == "" {
 			continue
 		}
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("upstream_ca: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(data) {
-			return nil, fmt.Errorf("upstream_ca %s: no certificates found", f)
+		if err := appendCAFile(pool, f); err != nil {
+			return nil, err
 		}
 	}
 	return pool, nil
+}
+
+// ParseCAFile reads a PEM file of CA certificates (an upstream_ca) into a
+// pool of its own, failing when it holds none.
+func ParseCAFile(f string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	return pool, appendCAFile(pool, f)
+}
+
+func appendCAFile(pool *x509.CertPool, f string) error {
+	data, err := os.ReadFile(f)
+	if err != nil {
+		return fmt.Errorf("upstream_ca: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(data) {
+		return fmt.Errorf("upstream_ca %s: no certificates found", f)
+	}
+	return nil
 }
