@@ -21,6 +21,7 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 chmod 755 "$work"
 cp bin/clawpatrol bin/benchtool "$work/"
+cp -r examples "$work/examples"
 mkdir -p "$work/home"
 cat >"$work/clawpatrol.yaml" <<EOF
 endpoints:
@@ -72,28 +73,25 @@ cd99=$(median <"$work/cl.d99"); cc99=$(median <"$work/cl.c99")
 echo "p50: direct $cd50 us, clawpatrol $cc50 us, added $((cc50 - cd50)) us"
 echo "p99: direct $cd99 us, clawpatrol $cc99 us, added $((cc99 - cd99)) us"
 
-echo "== start-up (hyperfine, 200 runs)"
+echo "== start-up, example policies loaded (hyperfine, 200 runs)"
 "${as_user[@]}" env HOME="$work/home" hyperfine -N -w 10 -r 200 --export-json "$work/start.json" \
-	"$work/clawpatrol run -c $work/clawpatrol.yaml --audit $work/home/audit.jsonl -- true" "true" >/dev/null 2>&1
+	"$work/clawpatrol run -c $work/clawpatrol.yaml -p $work/examples --audit $work/home/audit.jsonl -- true" "true" >/dev/null 2>&1
 read -r start_c start_d < <(python3 -c "
 import json; r=json.load(open('$work/start.json'))['results']
 print(round(r[0]['mean']*1000, 2), round(r[1]['mean']*1000, 2))")
 echo "clawpatrol run -- true: $start_c ms, true: $start_d ms, added $(python3 -c "print(round($start_c-$start_d, 2))") ms"
 
 echo "== RSS of the clawpatrol process"
-rss() { # RSS in KiB of the clawpatrol process whose agent is $1 (a unique marker in argv)
-	local pid
-	pid=$(pgrep -f -o "clawpatrol run .* -- $1") || return 1
-	awk '/VmRSS/ {print $2}' "/proc/$pid/status"
-}
-agent sleep 3 &
-sleep 1.5
-rss_idle=$(rss "sleep 3")
-wait %3 2>/dev/null || wait
-agent "$work/benchtool" flows -addr echo.test:7777 -n 100 -hold 4s >/dev/null &
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; } # KiB
+# setpriv and env exec, so $! is clawpatrol itself.
+agent sleep 4 & pid=$!
+sleep 2
+rss_idle=$(rss "$pid")
+wait "$pid"
+agent "$work/benchtool" flows -addr echo.test:7777 -n 100 -hold 5s >/dev/null & pid=$!
 sleep 3
-rss_busy=$(rss "$work/benchtool flows")
-wait
+rss_busy=$(rss "$pid")
+wait "$pid"
 echo "idle: $((rss_idle / 1024)) MiB; with 100 flows: $((rss_busy / 1024)) MiB, $(((rss_busy - rss_idle) / 100)) KiB per flow"
 
 cat >bin/bench-capture.md <<EOF
