@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/clawpatrol/clawpatrol/config"
+	"github.com/clawpatrol/clawpatrol/gate"
 	"github.com/clawpatrol/clawpatrol/run"
 	"github.com/clawpatrol/clawpatrol/session"
 	"github.com/clawpatrol/clawpatrol/tlsca"
@@ -130,14 +131,18 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return fail(125, err, "run `clawpatrol check` to see every problem in the config")
 			}
-			engine, err := engineFor(c, cfg)
-			if err != nil {
-				return fail(125, err, "run `clawpatrol check` to see every problem in the policy")
-			}
 			opts := session.Options{Config: cfg, Command: args, AuditPath: c.String("audit"), Monitor: c.Bool("monitor"),
-				NonInteractive: c.Bool("non-interactive"), Engine: engine, Logger: log}
-			if d, ok := engine.(interface{ Digest() string }); ok {
-				opts.PolicyDigest = d.Digest()
+				NonInteractive: c.Bool("non-interactive"), Logger: log}
+			opts.LoadEngine = func() (gate.Engine, string, error) {
+				engine, err := engineFor(c, cfg)
+				if err != nil {
+					return nil, "", err
+				}
+				digest := ""
+				if d, ok := engine.(interface{ Digest() string }); ok {
+					digest = d.Digest()
+				}
+				return engine, digest, nil
 			}
 			opts.RecordDir = c.String("record")
 			opts.Dashboard, opts.DashboardAllowRemote = c.String("dashboard"), c.Bool("dashboard-allow-remote")

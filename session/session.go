@@ -41,10 +41,11 @@ type Options struct {
 	Monitor   bool
 	// NonInteractive denies at once an action that needs a human approver.
 	NonInteractive bool
-	Engine         gate.Engine // nil: the built-in rule
-	RecordDir      string      // run --record: write every action as a fixture here
-	// PolicyDigest identifies the loaded policy in the audit log.
-	PolicyDigest string
+	// LoadEngine loads and compiles the policy. It runs while the agent's
+	// namespaces are being built, and must finish before the agent starts;
+	// nil means the built-in rule. It returns the engine and its digest.
+	LoadEngine func() (gate.Engine, string, error)
+	RecordDir  string // run --record: write every action as a fixture here
 	// Dashboard is the address to serve the dashboard on ("": none);
 	// DashboardAllowRemote permits one that is not loopback.
 	Dashboard            string
@@ -74,6 +75,7 @@ func Run(o Options) (run.Status, error) {
 	if err != nil {
 		return run.Status{}, &Error{Err: err, Hints: run.Hints(err)}
 	}
+	policy := loadPolicy(o)
 	started := false
 	defer func() {
 		if !started {
@@ -130,9 +132,12 @@ func Run(o Options) (run.Status, error) {
 	var dash *dashboard.Server
 	var callbackURL string
 	if o.Dashboard != "" {
+		if err := policy.wait(); err != nil {
+			return run.Status{}, err
+		}
 		dash, err = dashboard.Listen(dashboard.Options{Addr: o.Dashboard, AllowRemote: o.DashboardAllowRemote, Logger: log,
 			Session: dashboard.SessionInfo{ID: id, Command: redactArgs(store, o.Command), PID: os.Getpid(), Config: cfg.File,
-				PolicyDigest: o.PolicyDigest, Monitor: o.Monitor}})
+				PolicyDigest: policy.digest, Monitor: o.Monitor}})
 		if err != nil {
 			return run.Status{}, &Error{Err: err, Hints: dashboard.Hints(err)}
 		}
@@ -154,11 +159,7 @@ func Run(o Options) (run.Status, error) {
 		return run.Status{}, &Error{Err: err}
 	}
 	defer approvals.Close()
-	engine := o.Engine
-	if engine == nil {
-		engine = gate.Builtin{DefaultAllow: cfg.Policy.Default == "allow"}
-	}
-	g := &gate.Gate{Engine: engine, Log: auditLog, Session: id, Monitor: o.Monitor, Recorder: recorder, Logger: log,
+	g := &gate.Gate{Log: auditLog, Session: id, Monitor: o.Monitor, Recorder: recorder, Logger: log,
 		Creds: store, Bodies: cfg.Audit.Bodies, Approvals: approvals, Agent: &action.Agent{Command: o.Command}}
 	if dash != nil {
 		dash.Attach(approvals)
@@ -179,8 +180,13 @@ func Run(o Options) (run.Status, error) {
 	if err != nil {
 		return run.Status{}, &Error{Err: err}
 	}
+	if err := policy.wait(); err != nil {
+		stack.Close(0)
+		return run.Status{}, err
+	}
+	g.Engine = policy.engine
 	if err := auditLog.Start(audit.SessionStart{Session: id, Version: Version, Config: cfg.File, ConfigDigest: cfg.Digest,
-		PolicyDigest: o.PolicyDigest, Command: redactArgs(store, o.Command), Monitor: o.Monitor}); err != nil {
+		PolicyDigest: policy.digest, Command: redactArgs(store, o.Command), Monitor: o.Monitor}); err != nil {
 		stack.Close(0)
 		return run.Status{}, &Error{Err: err}
 	}
@@ -231,4 +237,35 @@ func redactArgs(store *creds.Store, args []string) []string {
 		out[i] = store.Redact(a)
 	}
 	return out
+}
+
+// loadingPolicy is the policy compiling in the background.
+type loadingPolicy struct {
+	done   chan struct{}
+	engine gate.Engine
+	digest string
+	err    error
+}
+
+// loadPolicy starts compiling the policy while the namespaces are built.
+func loadPolicy(o Options) *loadingPolicy {
+	p := &loadingPolicy{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		if o.LoadEngine == nil {
+			p.engine = gate.Builtin{DefaultAllow: o.Config.Policy.Default == "allow"}
+			return
+		}
+		p.engine, p.digest, p.err = o.LoadEngine()
+	}()
+	return p
+}
+
+// wait returns once the policy is compiled; an error stops the run.
+func (p *loadingPolicy) wait() error {
+	<-p.done
+	if p.err != nil {
+		return &Error{Err: p.err, Hints: []string{"run `clawpatrol check` to see every problem in the policy"}}
+	}
+	return nil
 }
