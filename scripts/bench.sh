@@ -11,11 +11,13 @@ go build -o bin/benchtool ./internal/benchtool
 
 # The in-process benchmarks: each runs its direct and its clawpatrol path in
 # one loop and reports both, and the ratio or the difference.
+if [ -z "${CAPTURE_ONLY:-}" ]; then
 echo "== policy decision, HTTPS interception, Postgres (go test -bench)"
 go test -run XXX -bench 'BenchmarkDecide$' -benchtime 3s ./rego/ | grep -E '^Benchmark'
 go test -run XXX -bench 'HTTPSKeepAlive' -benchtime 2000x ./inspect/http/ | grep -E '^Benchmark'
 go test -run XXX -bench 'HTTPSDownload' -benchtime 3x ./inspect/http/ | grep -E '^Benchmark'
 go test -run XXX -bench Pgbench -benchtime 1x ./inspect/postgres/ | grep -E '^Benchmark'
+fi
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
@@ -83,12 +85,16 @@ echo "clawpatrol run -- true: $start_c ms, true: $start_d ms, added $(python3 -c
 
 echo "== RSS of the clawpatrol process"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; } # KiB
-# setpriv and env exec, so $! is clawpatrol itself.
-agent sleep 4 & pid=$!
+# exec, setpriv and env all exec, so $! is clawpatrol itself.
+agent_bg() { (exec "${as_user[@]}" env HOME="$work/home" PATH=/usr/sbin:/usr/bin:/bin \
+	"$work/clawpatrol" run -c "$work/clawpatrol.yaml" --audit "$work/home/audit.jsonl" -- "$@") & }
+agent_bg sleep 4
+pid=$!
 sleep 2
 rss_idle=$(rss "$pid")
 wait "$pid"
-agent "$work/benchtool" flows -addr echo.test:7777 -n 100 -hold 5s >/dev/null & pid=$!
+agent_bg "$work/benchtool" flows -addr echo.test:7777 -n 100 -hold 5s >/dev/null
+pid=$!
 sleep 3
 rss_busy=$(rss "$pid")
 wait "$pid"
