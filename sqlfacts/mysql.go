@@ -402,16 +402,6 @@ var mysqlNotCalls = words(`in exists as on using and or not xor is like between 
 // and its column list, not a call.
 var mysqlBeforeColumns = words(`into table references on index key exists view function procedure fulltext spatial unique`)
 
-// MySQLUse returns the database a statement's text selects when it is
-// "USE db".
-func MySQLUse(text string) (string, bool) {
-	toks, err := lex(text, mysqlRules(MySQLMode{}))
-	if err != nil || len(toks) != 2 || !toks[0].is("use") || !toks[1].name() {
-		return "", false
-	}
-	return toks[1].text, true
-}
-
 // DeriveMySQL fills the facts of a MySQL sql block that states only its
 // text, the way Derive does for Postgres.
 func DeriveMySQL(a *action.Action) {

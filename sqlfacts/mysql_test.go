@@ -187,15 +187,6 @@ func TestMySQLNoBackslashEscapes(t *testing.T) {
 	}
 }
 
-func TestMySQLUse(t *testing.T) {
-	for text, want := range map[string]string{"USE app": "app", "use `my db`": "my db", "USE a b": "", "SELECT 1": ""} {
-		got, ok := MySQLUse(text)
-		if got != want || ok != (want != "") {
-			t.Errorf("%q: %q %v", text, got, ok)
-		}
-	}
-}
-
 func TestDeriveMySQL(t *testing.T) {
 	a := &action.Action{Protocol: "sql", SQL: &action.SQL{Dialect: "mysql", Statement: "SELECT load_file('/etc/passwd')"}}
 	DeriveMySQL(a)
