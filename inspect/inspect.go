@@ -18,6 +18,8 @@ import (
 	"github.com/clawpatrol/clawpatrol/config"
 	"github.com/clawpatrol/clawpatrol/creds"
 	inspecthttp "github.com/clawpatrol/clawpatrol/inspect/http"
+	"github.com/clawpatrol/clawpatrol/inspect/clickhouse"
+	"github.com/clawpatrol/clawpatrol/inspect/mysql"
 	"github.com/clawpatrol/clawpatrol/inspect/postgres"
 	"github.com/clawpatrol/clawpatrol/inspect/tcp"
 	"github.com/clawpatrol/clawpatrol/inspect/udp"
@@ -112,6 +114,18 @@ func (r *Router) HandleTCP(ctx context.Context, f *netstack.TCPFlow) {
 		// The client speaks first, and not HTTP: no sniffing.
 		if c, err := f.Accept(); err == nil {
 			postgres.Handle(ctx, c, t, r.postgresOptions(t))
+		}
+		return
+	case protocol == "mysql":
+		// The server speaks first: no sniffing either.
+		if c, err := f.Accept(); err == nil {
+			mysql.Handle(ctx, c, t, r.mysqlOptions(t))
+		}
+		return
+	case protocol == "clickhouse":
+		// ClickHouse's HTTP interface, in plain HTTP on the agent's side.
+		if c, err := f.Accept(); err == nil {
+			clickhouse.Handle(ctx, c, t, r.clickhouseOptions(t))
 		}
 		return
 	}

@@ -2,172 +2,66 @@ package mysql
 
 import (
 	"crypto/x509"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
-	"github.com/clawpatrol/clawpatrol/internal/inspecttest"
+	"github.com/clawpatrol/clawpatrol/internal/mysqltest"
 )
 
-// A real MariaDB server (Debian's mariadb-server package), started once for
-// the package's tests: mariadb-install-db in a temp dir, a random port,
-// TLS on, a user with a password. As root the server runs as the mysql
-// user (or nobody).
+// A real MariaDB server (internal/mysqltest), started once for the
+// package's tests.
 
 const (
-	dbUser     = "app"
-	dbPassword = "real-Secret-4b3a2c" // the secret the agent must never see
-	dbName     = "app"
+	dbUser     = mysqltest.User
+	dbPassword = mysqltest.Password // the secret the agent must never see
+	dbName     = mysqltest.Database
 )
 
 type dbServer struct {
+	*mysqltest.Server
 	dir  string
 	port int
-	ca   *x509.CertPool // verifies the server's certificate (name "localhost")
-	cred *syscall.Credential
-	cmd  *exec.Cmd
-	err  error
+	ca   *x509.CertPool
 }
 
 var (
 	serverOnce sync.Once
 	server     *dbServer
+	serverErr  error
 )
 
 // testServer returns the shared server, starting it on first use.
 func testServer(t testing.TB) *dbServer {
 	t.Helper()
 	serverOnce.Do(func() {
-		server = &dbServer{}
-		server.err = server.start()
+		var s *mysqltest.Server
+		s, serverErr = mysqltest.Start()
+		server = &dbServer{Server: s}
+		if s != nil {
+			server.dir, server.port, server.ca = s.Dir, s.Port, s.CA
+		}
 	})
-	if server.err != nil {
-		t.Fatalf("mariadb test server: %v (install Debian's mariadb-server and mariadb-client packages)", server.err)
+	if serverErr != nil {
+		t.Fatalf("mariadb test server: %v (install Debian's mariadb-server and mariadb-client packages)", serverErr)
 	}
 	return server
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if server != nil && server.dir != "" {
-		server.stop()
+	if server != nil && server.Server != nil && server.dir != "" {
+		server.Stop()
 	}
 	os.Exit(code)
 }
 
-func (s *dbServer) start() error {
-	if _, err := exec.LookPath("mariadb-install-db"); err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "clawpatrol-mariadb-")
-	if err != nil {
-		return err
-	}
-	s.dir = dir
-	if s.cred, err = inspecttest.ServerUser("mysql", "nobody"); err != nil {
-		return err
-	}
-	if s.ca, err = inspecttest.WriteCert(dir); err != nil {
-		return err
-	}
-	if err := inspecttest.Own(dir, s.cred); err != nil {
-		return err
-	}
-	data := filepath.Join(dir, "data")
-	if out, err := s.command("mariadb-install-db", "--no-defaults", "--datadir="+data, "--auth-root-authentication-method=normal",
-		"--skip-test-db").CombinedOutput(); err != nil {
-		return fmt.Errorf("mariadb-install-db: %v\n%s", err, out)
-	}
-	if s.port, err = inspecttest.FreePort(); err != nil {
-		return err
-	}
-	s.cmd = s.command("/usr/sbin/mariadbd", "--no-defaults", "--datadir="+data, "--port="+strconv.Itoa(s.port),
-		"--bind-address=127.0.0.1", "--socket="+s.socket(), "--pid-file="+filepath.Join(dir, "pid"),
-		"--log-error="+filepath.Join(dir, "err.log"), "--innodb-buffer-pool-size=16M", "--skip-log-bin",
-		"--ssl-cert="+filepath.Join(dir, "server.crt"), "--ssl-key="+filepath.Join(dir, "server.key"),
-		"--secure-file-priv="+dir, "--local-infile=1", "--max-allowed-packet=64M")
-	if err := s.cmd.Start(); err != nil {
-		return err
-	}
-	go s.cmd.Wait()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if err := s.rootSQL("SELECT 1"); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "err.log"))
-			return fmt.Errorf("mariadbd did not start: %v\n%s", err, log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return s.rootSQL(fmt.Sprintf(`
-DELETE FROM mysql.global_priv WHERE User = '';
-CREATE USER '%[1]s'@'%%' IDENTIFIED BY '%[2]s';
-CREATE USER '%[1]s'@'localhost' IDENTIFIED BY '%[2]s';
-GRANT ALL ON *.* TO '%[1]s'@'%%';
-GRANT ALL ON *.* TO '%[1]s'@'localhost';
-FLUSH PRIVILEGES;
-CREATE DATABASE %[3]s;
-CREATE DATABASE other;
-CREATE TABLE %[3]s.t (id int PRIMARY KEY, name varchar(20));
-INSERT INTO %[3]s.t VALUES (1, 'one'), (2, 'two');
-CREATE TABLE %[3]s.log (id int AUTO_INCREMENT PRIMARY KEY, what varchar(200));
-CREATE TABLE other.o (x int);
-`, dbUser, dbPassword, dbName))
-}
-
-func (s *dbServer) socket() string { return filepath.Join(s.dir, "my.sock") }
-
-func (s *dbServer) stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		for range 100 {
-			if _, err := os.Stat(filepath.Join(s.dir, "pid")); err != nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		s.cmd.Process.Kill()
-	}
-	os.RemoveAll(s.dir)
-}
-
-// command runs a server program, as the mysql user when the test runs as root.
-func (s *dbServer) command(name string, args ...string) *exec.Cmd {
-	c := exec.Command(name, args...)
-	c.Dir = s.dir
-	c.Env = append(os.Environ(), "HOME="+s.dir)
-	if s.cred != nil {
-		c.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
-	}
-	return c
-}
-
-// rootSQL runs SQL as root over the server's socket.
-func (s *dbServer) rootSQL(sql string) error {
-	c := exec.Command("mariadb", "--no-defaults", "--socket="+s.socket(), "-uroot", "--batch")
-	c.Stdin = strings.NewReader(sql)
-	if out, err := c.CombinedOutput(); err != nil {
-		return fmt.Errorf("mariadb: %v\n%s", err, out)
-	}
-	return nil
-}
-
-// query runs one query directly (not through clawpatrol) and returns its
-// tab-separated output without headers.
+// query runs one query directly (not through clawpatrol).
 func (s *dbServer) query(t testing.TB, sql string) string {
 	t.Helper()
-	out, err := exec.Command("mariadb", "--no-defaults", "--socket="+s.socket(), "-uroot", "--batch", "--skip-column-names", dbName,
-		"-e", sql).CombinedOutput()
+	out, err := s.Query(sql)
 	if err != nil {
-		t.Fatalf("direct query %q: %v\n%s", sql, err, out)
+		t.Fatal(err)
 	}
-	return strings.TrimSpace(string(out))
+	return out
 }
