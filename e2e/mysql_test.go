@@ -3,6 +3,8 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -55,6 +57,17 @@ allow contains "reads" if {
 	}
 	if got, err := srv.Query("SELECT count(*) FROM t"); err != nil || got != "2" {
 		t.Fatalf("table t after the denied DELETE and LOAD DATA: %q %v", got, err)
+	}
+	// go-sql-driver/mysql: prepared statements, a denied prepare, and the
+	// same connection after it.
+	client := filepath.Join(root, "mysqlclient")
+	if out, err := exec.Command("go", "build", "-o", client, "./testdata/mysqlclient").CombinedOutput(); err != nil {
+		t.Fatalf("build mysqlclient: %v\n%s", err, out)
+	}
+	gocmd := e.command("run", "-c", e.cfg, "--audit", e.auditPath(), "--", client)
+	gocmd.Env = append(gocmd.Env, "MY_REAL_PASSWORD="+mysqltest.Password, "MYSQL_HOST=mysql.test")
+	if r := e.exec(gocmd); r.stdout != "prepared: two ok\ndenied prepare: 1142\nafter: 2 ok\n" {
+		t.Fatalf("go-sql-driver/mysql through clawpatrol:\n%v", r)
 	}
 	audit, _ := os.ReadFile(e.auditPath())
 	if strings.Contains(string(audit), mysqltest.Password) || strings.Contains(r.stdout, mysqltest.Password) {
