@@ -61,13 +61,13 @@ func mainWithBinary(m *testing.M) int {
 
 // env is one test's world: a directory the agent user owns, with a home.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	home string
 	cfg  string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir, err := os.MkdirTemp(root, strings.ReplaceAll(t.Name(), "/", "_")+"-")
 	if err != nil {

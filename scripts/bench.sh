@@ -17,6 +17,8 @@ go test -run XXX -bench 'BenchmarkDecide$' -benchtime 3s ./rego/ | grep -E '^Ben
 go test -run XXX -bench 'HTTPSKeepAlive' -benchtime 2000x ./inspect/http/ | grep -E '^Benchmark'
 go test -run XXX -bench 'HTTPSDownload' -benchtime 3x ./inspect/http/ | grep -E '^Benchmark'
 go test -run XXX -bench Pgbench -benchtime 1x ./inspect/postgres/ | grep -E '^Benchmark'
+echo "== pgbench -S through clawpatrol run (netstack + inspector) vs direct"
+go test -run XXX -bench PgbenchThroughRun -benchtime 1x ./e2e/ | grep -E '^Benchmark'
 fi
 
 work=$(mktemp -d)
