@@ -27,6 +27,11 @@ endpoints:
     upstream: 127.0.0.1:%d
     upstream_tls: require
     credential: pg
+  down:
+    hosts: [down.test]
+    protocol: postgres
+    upstream: 127.0.0.1:%d
+    credential: pg
 credentials:
   pg:
     from: {env: PG_REAL_PASSWORD}
@@ -34,11 +39,11 @@ credentials:
     placeholder: {env: PGPASSWORD}
 policy:
   paths: [policy.rego]
-`, srv.Port, pgtest.User))
+`, srv.Port, closedPort(t), pgtest.User))
 	e.write("policy.rego", `package clawpatrol
 
 allow contains "reads" if {
-	input.endpoint == "db"
+	input.endpoint in {"db", "down"}
 	every v in input.sql.verbs { v in {"select", "begin", "commit", "rollback"} }
 }
 
@@ -69,11 +74,15 @@ print("after", cur.fetchone()[0])
 	}
 
 	cmd := e.command("run", "-c", e.cfg, "--audit", e.auditPath(), "--", "sh", "-c",
-		`env | grep -c real-Secret; psql -X -A -t -h db.test -U app -d app -c "SELECT name FROM t ORDER BY id" -c "SELECT pg_read_file('/etc/passwd')" -c "SELECT 1; DROP TABLE t" -c "SELECT count(*) FROM t" 2>&1`)
+		`env | grep -c real-Secret; psql -X -A -t -h db.test -U app -d app -c "SELECT name FROM t ORDER BY id" -c "SELECT pg_read_file('/etc/passwd')" -c "SELECT 1; DROP TABLE t" -c "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d" -c "COPY t TO PROGRAM 'id'" -c "SELECT count(*) FROM t" 2>&1; `+
+			`psql -X -h down.test -U app -d app -c "SELECT 1" 2>&1; echo "down=$?"`)
 	cmd.Env = append(cmd.Env, "PG_REAL_PASSWORD="+pgtest.Password)
 	r := e.exec(cmd)
 	out := r.stdout
-	for _, want := range []string{"0\n", "one\ntwo\n", "(rule no-file-reads)", "(rule policy.default)", "\n2\n"} {
+	if strings.Count(out, "(rule policy.default)") != 3 {
+		t.Errorf("want the multi-statement, the DML in a CTE and COPY ... PROGRAM denied:\n%v", r)
+	}
+	for _, want := range []string{"0\n", "one\ntwo\n", "(rule no-file-reads)", "(rule policy.default)", "\n2\n", "down=2"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("want %q in psql's output:\n%v", want, r)
 		}
@@ -95,4 +104,13 @@ print("after", cur.fetchone()[0])
 	if !sawDenied {
 		t.Fatalf("want the denied statement in the audit log: %v", e.actions())
 	}
+}
+
+// closedPort returns a local port nothing listens on.
+func closedPort(t *testing.T) int {
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
