@@ -410,26 +410,3 @@ func DeriveMySQL(a *action.Action) {
 	}
 	fill(a.SQL, MySQL(a.SQL.Statement, MySQLMode{}))
 }
-
-// fill copies derived facts into q where q states none.
-func fill(q, f *action.SQL) {
-	stated := q.Statements != nil || q.Verbs != nil || q.Tables != nil || q.QualifiedTables != nil || q.Functions != nil
-	if f.Unparseable && !stated {
-		q.Unparseable = true
-	}
-	if q.Statements == nil {
-		q.Statements = f.Statements
-	}
-	if q.Verbs == nil {
-		q.Verbs = f.Verbs
-	}
-	if q.Tables == nil {
-		q.Tables = f.Tables
-	}
-	if q.QualifiedTables == nil {
-		q.QualifiedTables = f.QualifiedTables
-	}
-	if q.Functions == nil {
-		q.Functions = f.Functions
-	}
-}

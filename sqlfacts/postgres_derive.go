@@ -20,12 +20,16 @@ func DerivePostgres(a *action.Action) {
 	if q == nil || q.Dialect != DialectPostgres || q.Statement == "" {
 		return
 	}
-	f := Postgres(q.Statement)
-	if f.Unparseable {
-		if q.Statements == nil && q.Verbs == nil && q.Tables == nil && q.QualifiedTables == nil && q.Functions == nil {
-			q.Unparseable = true
-		}
-		return
+	fill(q, Postgres(q.Statement))
+}
+
+// fill sets the facts of q that are absent from those derived in f, for
+// every dialect: each list only when absent, unparseable only when no fact
+// at all was stated.
+func fill(q, f *action.SQL) {
+	stated := q.Statements != nil || q.Verbs != nil || q.Tables != nil || q.QualifiedTables != nil || q.Functions != nil
+	if f.Unparseable && !stated {
+		q.Unparseable = true
 	}
 	if q.Statements == nil {
 		q.Statements = f.Statements
