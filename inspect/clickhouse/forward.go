@@ -62,20 +62,7 @@ func (f *flow) tls() bool {
 }
 
 // serverName is the name verify-full checks.
-func (f *flow) serverName() string {
-	if f.opts.ServerName != "" {
-		return f.opts.ServerName
-	}
-	if f.t.Host != "" {
-		return f.t.Host
-	}
-	if ep := f.t.Endpoint; ep != nil && ep.Upstream != "" {
-		if h, _, err := net.SplitHostPort(ep.Upstream); err == nil {
-			return h
-		}
-	}
-	return f.t.IP.String()
-}
+func (f *flow) serverName() string { return f.t.ServerName(f.opts.ServerName) }
 
 // hopHeaders are not forwarded (RFC 9110 §7.6.1), nor are the agent's
 // credentials and Expect (the transport sends the body at once).

@@ -207,20 +207,7 @@ func (s *session) negotiateTLS(resp *handshakeResponse) error {
 }
 
 // serverName is the name verify-full checks.
-func serverName(o Options, t upstream.Target) string {
-	if o.ServerName != "" {
-		return o.ServerName
-	}
-	if t.Host != "" {
-		return t.Host
-	}
-	if t.Endpoint != nil && t.Endpoint.Upstream != "" {
-		if h, _, err := net.SplitHostPort(t.Endpoint.Upstream); err == nil {
-			return h
-		}
-	}
-	return t.IP.String()
-}
+func serverName(o Options, t upstream.Target) string { return t.ServerName(o.ServerName) }
 
 // upstreamCaps are the capabilities clawpatrol asks the server for.
 func (s *session) upstreamCaps(resp *handshakeResponse) uint32 {

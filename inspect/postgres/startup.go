@@ -231,20 +231,7 @@ func negotiateTLS(c net.Conn, o Options, t upstream.Target) (net.Conn, error) {
 }
 
 // serverName is the name verify-full checks.
-func serverName(o Options, t upstream.Target) string {
-	if o.ServerName != "" {
-		return o.ServerName
-	}
-	if t.Host != "" {
-		return t.Host
-	}
-	if t.Endpoint != nil && t.Endpoint.Upstream != "" {
-		if h, _, err := net.SplitHostPort(t.Endpoint.Upstream); err == nil {
-			return h
-		}
-	}
-	return t.IP.String()
-}
+func serverName(o Options, t upstream.Target) string { return t.ServerName(o.ServerName) }
 
 // authenticateAgent checks the agent's placeholder password.
 func (s *session) authenticateAgent() error {

@@ -119,3 +119,21 @@ func (d *Dialer) Dial(ctx context.Context, network string, t Target) (net.Conn, 
 	}
 	return c, nil
 }
+
+// ServerName is the name to verify the upstream's certificate against:
+// override when set, else the name the agent resolved, else the host of the
+// endpoint's upstream address, else the IP the agent dialled.
+func (t Target) ServerName(override string) string {
+	if override != "" {
+		return override
+	}
+	if t.Host != "" {
+		return t.Host
+	}
+	if t.Endpoint != nil && t.Endpoint.Upstream != "" {
+		if h, _, err := net.SplitHostPort(t.Endpoint.Upstream); err == nil {
+			return h
+		}
+	}
+	return t.IP.String()
+}
