@@ -206,28 +206,38 @@ func (a *Approvals) forwardClick(c click) bool {
 // peer names the user at the other end of c from the kernel's credentials
 // (SO_PEERCRED), never from anything the client says.
 func peer(c *net.UnixConn) (string, error) {
-	raw, err := c.SyscallConn()
+	uid, err := PeerUID(c)
 	if err != nil {
 		return "", err
+	}
+	if uid != os.Getuid() && uid != 0 {
+		return "", errors.New("peer is another user")
+	}
+	name := "uid " + strconv.Itoa(uid)
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		name = u.Username
+	}
+	return name, nil
+}
+
+// PeerUID is the uid of the process at the other end of a unix socket, from
+// the kernel (SO_PEERCRED).
+func PeerUID(c *net.UnixConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
 	}
 	var cred *unix.Ucred
 	var credErr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return "", err
+		return 0, err
 	}
 	if credErr != nil {
-		return "", fmt.Errorf("peer credentials: %w", credErr)
+		return 0, fmt.Errorf("peer credentials: %w", credErr)
 	}
-	if int(cred.Uid) != os.Getuid() && cred.Uid != 0 {
-		return "", errors.New("peer is another user")
-	}
-	name := "uid " + strconv.Itoa(int(cred.Uid))
-	if u, err := user.LookupId(strconv.Itoa(int(cred.Uid))); err == nil {
-		name = u.Username
-	}
-	return name, nil
+	return int(cred.Uid), nil
 }
 
 func writeResponse(c net.Conn, r response) {

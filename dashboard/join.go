@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/clawpatrol/clawpatrol/approve"
 )
@@ -298,22 +297,12 @@ func codeError(code, text string) error {
 // samePeer refuses a connection from another user (the socket is 0600 in
 // a 0700 directory; this says so again, from the kernel).
 func samePeer(c *net.UnixConn) error {
-	raw, err := c.SyscallConn()
+	uid, err := approve.PeerUID(c)
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return err
-	}
-	if credErr != nil {
-		return fmt.Errorf("peer credentials: %w", credErr)
-	}
-	if int(cred.Uid) != os.Getuid() {
-		return fmt.Errorf("peer uid %d is not ours", cred.Uid)
+	if uid != os.Getuid() {
+		return fmt.Errorf("peer uid %d is not ours", uid)
 	}
 	return nil
 }
