@@ -11,15 +11,16 @@ test_k8s_get_allowed if {
 }
 
 test_k8s_exec_needs_approval if {
-	inp := json.patch(k8s_req("create", "pods", "exec"), [{"op": "add", "path": "/k8s/command", "value": ["sh", "-c", "id"]}])
+	inp := json.patch(k8s_req("connect", "pods", "exec"), [{"op": "add", "path": "/k8s/command", "value": ["sh", "-c", "id"]}])
 	some e in approve with input as inp
 	e.rule == "k8s-exec"
 	e.reason == "exec into pod default/web-0: sh -c id"
 }
 
 test_k8s_exec_over_websocket_is_not_a_read if {
-	# kubectl's websocket exec is a GET, so verb get: approve must still win.
-	count(approve) == 1 with input as k8s_req("get", "pods", "exec")
+	# kubectl's WebSocket exec is a GET and its SPDY exec a POST; clawpatrol
+	# calls both verb connect, and the rule keys on the subresource anyway.
+	count(approve) == 1 with input as k8s_req("connect", "pods", "exec")
 }
 
 test_k8s_secrets_denied if {
