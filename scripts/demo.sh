@@ -18,7 +18,7 @@ endpoints:
   demo:
     hosts: [demo.local]
     ports: [80]
-    protocol: tcp
+    protocol: http
     upstream: 127.0.0.1:$port
 YAML
 cat >"$work/demo.rego" <<'REGO'
@@ -37,7 +37,7 @@ echo "\$ clawpatrol run -c clawpatrol.yaml -p demo.rego -- sh -c 'curl http://de
 	echo "agent: curl http://demo.local/"
 	curl -sS --connect-timeout 10 http://demo.local/
 	echo "agent: curl https://example.com/"
-	curl -sS --connect-timeout 10 https://example.com/ || echo "agent: (refused by clawpatrol)"
+	curl -sS --connect-timeout 10 -w "agent: (HTTP %{http_code} from clawpatrol)\n" https://example.com/
 '
 echo
 echo "audit log ($work/audit.jsonl):"
@@ -47,7 +47,8 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     if r["event"] == "action":
         d = r["decision"]
-        print(f'  {r["time"][11:23]}  {d["verdict"]:<5}  {r["summary"]:<28} rule={d["rule"]}')
+        where = r["destination"].get("host", "")
+        print(f'  {r["time"][11:23]}  {d["verdict"]:<5}  {where:<12} {r["summary"]:<20} rule={d["rule"]}')
     else:
         print(f'  {r["time"][11:23]}  {r["event"]}')
 PY
