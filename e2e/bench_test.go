@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -20,30 +19,17 @@ var (
 // Postgres inspector, login offload, a Rego policy), alternately, and
 // reports the TPS ratio and the added latency. `make bench` runs it.
 func BenchmarkPgbenchThroughRun(b *testing.B) {
-	srv, err := pgtest.Start()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Stop()
+	e, srv := postgresEnv(b, "", "")
 	if out, err := exec.Command("pgbench", "-i", "-s", "1", "-q", "-h", srv.Dir, "-p", strconv.Itoa(srv.Port), "-U", pgtest.User, pgtest.Database).CombinedOutput(); err != nil {
 		b.Fatalf("pgbench -i: %v\n%s", err, out)
 	}
-	e := newEnv(b)
-	e.config(fmt.Sprintf(`
-endpoints:
-  db: {hosts: [db.test], protocol: postgres, upstream: "127.0.0.1:%d", credential: pg}
-credentials:
-  pg: {from: {env: PG_REAL_PASSWORD}, username: %s, placeholder: {env: PGPASSWORD}}
-policy:
-  paths: [policy.rego]
-`, srv.Port, pgtest.User))
 	e.write("policy.rego", pgClientsPolicy)
 	pgbench := func(through bool, mode string) (tps, lat float64) {
 		args := []string{"pgbench", "-n", "-S", "-M", mode, "-T", "4", "-U", pgtest.User, pgtest.Database}
 		var cmd *exec.Cmd
 		if through {
 			cmd = e.command(append([]string{"run", "-c", e.cfg, "--audit", "/dev/null", "--", "pgbench", "-h", "db.test", "-p", "5432"}, args[1:]...)...)
-			cmd.Env = append(cmd.Env, "PG_REAL_PASSWORD="+pgtest.Password)
+			cmd.Env = append(cmd.Env, pgEnv)
 		} else {
 			cmd = exec.Command("pgbench", append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port)}, args[1:]...)...)
 			cmd.Env = []string{"PATH=" + agentPath, "PGPASSWORD=" + pgtest.Password}

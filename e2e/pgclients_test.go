@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,27 +36,7 @@ deny contains {"rule": "pg-destructive", "reason": "destroys data"} if {
 // with a denied statement mid-pipeline and mid-transaction, keep their
 // connection usable.
 func TestPostgresDriversThroughRun(t *testing.T) {
-	srv, err := pgtest.Start()
-	if err != nil {
-		t.Fatalf("postgres test server: %v", err)
-	}
-	defer srv.Stop()
-	e := newEnv(t)
-	e.config(fmt.Sprintf(`
-endpoints:
-  db:
-    hosts: [db.test]
-    protocol: postgres
-    upstream: 127.0.0.1:%d
-    credential: pg
-credentials:
-  pg:
-    from: {env: PG_REAL_PASSWORD}
-    username: %s
-    placeholder: {env: PGPASSWORD}
-policy:
-  paths: [policy.rego]
-`, srv.Port, pgtest.User))
+	e, _ := postgresEnv(t, "", "")
 	e.write("policy.rego", pgClientsPolicy)
 
 	pgx := filepath.Join(root, "pgxclient")
@@ -67,7 +46,7 @@ policy:
 	node := nodePostgres(t, e)
 	run := func(args ...string) result {
 		cmd := e.command(append([]string{"run", "-c", e.cfg, "--audit", e.auditPath(), "--"}, args...)...)
-		cmd.Env = append(cmd.Env, "PG_REAL_PASSWORD="+pgtest.Password, "PGHOST=db.test", "PGUSER="+pgtest.User,
+		cmd.Env = append(cmd.Env, pgEnv, "PGHOST=db.test", "PGUSER="+pgtest.User,
 			"PGDATABASE="+pgtest.Database, "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=20")
 		return e.exec(cmd)
 	}

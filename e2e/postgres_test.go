@@ -13,33 +13,8 @@ import (
 // placeholder, reads rows from a real PostgreSQL server; a statement the
 // policy denies fails with 42501 and the session goes on.
 func TestPostgresThroughRun(t *testing.T) {
-	srv, err := pgtest.Start()
-	if err != nil {
-		t.Fatalf("postgres test server: %v", err)
-	}
-	defer srv.Stop()
-	e := newEnv(t)
-	e.config(fmt.Sprintf(`
-endpoints:
-  db:
-    hosts: [db.test]
-    protocol: postgres
-    upstream: 127.0.0.1:%d
-    upstream_tls: require
-    credential: pg
-  down:
-    hosts: [down.test]
-    protocol: postgres
-    upstream: 127.0.0.1:%d
-    credential: pg
-credentials:
-  pg:
-    from: {env: PG_REAL_PASSWORD}
-    username: %s
-    placeholder: {env: PGPASSWORD}
-policy:
-  paths: [policy.rego]
-`, srv.Port, closedPort(t), pgtest.User))
+	e, srv := postgresEnv(t, ", upstream_tls: require",
+		fmt.Sprintf(`  down: {hosts: [down.test], protocol: postgres, upstream: "127.0.0.1:%d", credential: pg}`, closedPort(t)))
 	e.write("policy.rego", `package clawpatrol
 
 allow contains "reads" if {
@@ -68,7 +43,7 @@ cur.execute("SELECT name FROM t WHERE id = 2")
 print("after", cur.fetchone()[0])
 `)
 	py := e.command("run", "-c", e.cfg, "--audit", e.auditPath(), "--", "python3", "client.py")
-	py.Env = append(py.Env, "PG_REAL_PASSWORD="+pgtest.Password)
+	py.Env = append(py.Env, pgEnv)
 	if r := e.exec(py); r.stdout != "count 2\ndenied 42501\nafter two\n" {
 		t.Fatalf("psycopg2 through clawpatrol:\n%v", r)
 	}
@@ -76,7 +51,7 @@ print("after", cur.fetchone()[0])
 	cmd := e.command("run", "-c", e.cfg, "--audit", e.auditPath(), "--", "sh", "-c",
 		`env | grep -c real-Secret; psql -X -A -t -h db.test -U app -d app -c "SELECT name FROM t ORDER BY id" -c "SELECT pg_read_file('/etc/passwd')" -c "SELECT 1; DROP TABLE t" -c "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d" -c "COPY t TO PROGRAM 'id'" -c "SELECT count(*) FROM t" 2>&1; `+
 			`psql -X -h down.test -U app -d app -c "SELECT 1" 2>&1; echo "down=$?"`)
-	cmd.Env = append(cmd.Env, "PG_REAL_PASSWORD="+pgtest.Password)
+	cmd.Env = append(cmd.Env, pgEnv)
 	r := e.exec(cmd)
 	out := r.stdout
 	if strings.Count(out, "(rule policy.default)") != 3 {

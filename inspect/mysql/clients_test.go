@@ -46,7 +46,7 @@ func TestCLI(t *testing.T) {
 		if !strings.Contains(out, "n\n2") {
 			t.Errorf("the statement after the denied one did not run:\n%s", out)
 		}
-		if got := server.query(t, "SELECT count(*) FROM t"); got != "2" {
+		if got := testServer(t).query(t, "SELECT count(*) FROM t"); got != "2" {
 			t.Errorf("rows after the denied DELETE: %s", got)
 		}
 	})
@@ -61,7 +61,7 @@ func TestCLI(t *testing.T) {
 		if err == nil || !strings.Contains(out, "ERROR 1142") || !strings.Contains(out, "local-file") {
 			t.Fatalf("%v\n%s", err, out)
 		}
-		if got := server.query(t, "SELECT count(*) FROM log"); got != "0" {
+		if got := testServer(t).query(t, "SELECT count(*) FROM log"); got != "0" {
 			t.Errorf("rows loaded: %s", got)
 		}
 	})
@@ -198,7 +198,7 @@ func TestGoDriverLocalInfile(t *testing.T) {
 		t.Fatal("LOAD DATA LOCAL INFILE succeeded")
 	}
 	t.Logf("LOAD DATA LOCAL INFILE: %v", err)
-	if got := server.query(t, "SELECT count(*) FROM log"); got != "0" {
+	if got := testServer(t).query(t, "SELECT count(*) FROM log"); got != "0" {
 		t.Errorf("rows loaded: %s", got)
 	}
 	if err := db.Ping(); err != nil {

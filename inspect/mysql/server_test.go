@@ -3,14 +3,13 @@ package mysql
 import (
 	"crypto/x509"
 	"os"
-	"sync"
 	"testing"
 
+	"github.com/clawpatrol/clawpatrol/internal/inspecttest"
 	"github.com/clawpatrol/clawpatrol/internal/mysqltest"
 )
 
-// A real MariaDB server (internal/mysqltest), started once for the
-// package's tests.
+// A real server (internal/mysqltest), started once for the package's tests.
 
 const (
 	dbUser     = mysqltest.User
@@ -18,6 +17,7 @@ const (
 	dbName     = mysqltest.Database
 )
 
+// dbServer is the shared server, with the short names the tests use.
 type dbServer struct {
 	*mysqltest.Server
 	dir  string
@@ -25,34 +25,18 @@ type dbServer struct {
 	ca   *x509.CertPool
 }
 
-var (
-	serverOnce sync.Once
-	server     *dbServer
-	serverErr  error
-)
+var shared inspecttest.Shared[*mysqltest.Server]
 
 // testServer returns the shared server, starting it on first use.
 func testServer(t testing.TB) *dbServer {
 	t.Helper()
-	serverOnce.Do(func() {
-		var s *mysqltest.Server
-		s, serverErr = mysqltest.Start()
-		server = &dbServer{Server: s}
-		if s != nil {
-			server.dir, server.port, server.ca = s.Dir, s.Port, s.CA
-		}
-	})
-	if serverErr != nil {
-		t.Fatalf("mariadb test server: %v (install Debian's mariadb-server and mariadb-client packages)", serverErr)
-	}
-	return server
+	s := shared.Get(t, mysqltest.Start, "install Debian's mariadb-server and mariadb-client packages")
+	return &dbServer{s, s.Dir, s.Port, s.CA}
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if server != nil && server.Server != nil && server.dir != "" {
-		server.Stop()
-	}
+	shared.Stop()
 	os.Exit(code)
 }
 

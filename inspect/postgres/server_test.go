@@ -3,14 +3,13 @@ package postgres
 import (
 	"crypto/x509"
 	"os"
-	"sync"
 	"testing"
 
+	"github.com/clawpatrol/clawpatrol/internal/inspecttest"
 	"github.com/clawpatrol/clawpatrol/internal/pgtest"
 )
 
-// A real PostgreSQL server (internal/pgtest), started once for the
-// package's tests.
+// A real server (internal/pgtest), started once for the package's tests.
 
 const (
 	pgUser     = pgtest.User
@@ -18,6 +17,7 @@ const (
 	pgDatabase = pgtest.Database
 )
 
+// pgServer is the shared server, with the short names the tests use.
 type pgServer struct {
 	*pgtest.Server
 	dir  string
@@ -25,34 +25,18 @@ type pgServer struct {
 	ca   *x509.CertPool
 }
 
-var (
-	serverOnce sync.Once
-	server     *pgServer
-	serverErr  error
-)
+var shared inspecttest.Shared[*pgtest.Server]
 
 // testServer returns the shared server, starting it on first use.
 func testServer(t testing.TB) *pgServer {
 	t.Helper()
-	serverOnce.Do(func() {
-		var s *pgtest.Server
-		s, serverErr = pgtest.Start()
-		server = &pgServer{Server: s}
-		if s != nil {
-			server.dir, server.port, server.ca = s.Dir, s.Port, s.CA
-		}
-	})
-	if serverErr != nil {
-		t.Fatalf("postgres test server: %v (install Debian's postgresql package)", serverErr)
-	}
-	return server
+	s := shared.Get(t, pgtest.Start, "install Debian's postgresql package")
+	return &pgServer{s, s.Dir, s.Port, s.CA}
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if server != nil && server.Server != nil && server.dir != "" {
-		server.Stop()
-	}
+	shared.Stop()
 	os.Exit(code)
 }
 
